@@ -1,0 +1,17 @@
+//! rosterd: a Raft-replicated coordinator for leader election and role
+//! assignment.
+//!
+//! Three layers, each in its own module tree:
+//!
+//! 1. [`state`]: the replicated state machine. Pure and deterministic: no I/O,
+//!    no clock, no randomness. Time arrives only as a value in a command.
+//! 2. [`raft`]: openraft wiring: type config, the sled log store and state
+//!    machine store, the peer transport over tonic.
+//! 3. [`api`]: gRPC services, request validation, leader forwarding, HTTP
+//!    health.
+//!
+//! [`node`] assembles one running node from the three; [`config`] is its
+//! configuration.
+
+pub mod limits;
+pub mod state;
