@@ -13,5 +13,9 @@
 //! [`node`] assembles one running node from the three; [`config`] is its
 //! configuration.
 
+pub mod api;
+pub mod config;
 pub mod limits;
+pub mod node;
+pub mod raft;
 pub mod state;

@@ -1,1 +1,161 @@
-fn main() {}
+//! `rosterd`: run one Roster node, or a local three-node cluster with `dev`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use roster_server::config::{NodeArgs, NodeConfig};
+use roster_server::node::RunningNode;
+use roster_server::raft::RaftTiming;
+
+#[derive(Parser)]
+#[command(
+    name = "rosterd",
+    version,
+    about = "Roster: Raft-replicated leader election and role assignment"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    node: NodeArgs,
+    /// Log filter (also RUST_LOG), e.g. `info` or `roster_server=debug`.
+    #[arg(
+        long,
+        global = true,
+        default_value = "info,openraft=warn,sled=off",
+        env = "ROSTER_LOG"
+    )]
+    log: String,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start a local three-node cluster on loopback, for trying Roster out.
+    Dev {
+        /// gRPC port of node 1; nodes 2 and 3 use the next two ports, and
+        /// HTTP uses the same ports plus 80.
+        #[arg(long, default_value_t = 7401)]
+        base_port: u16,
+        /// Keep data here (default: a temporary directory removed on exit).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| cli.log.clone());
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("rosterd: error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            None => run(cli.node.resolve()?).await,
+            Some(Command::Dev { base_port, data_dir }) => dev(base_port, data_dir).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("rosterd: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: NodeConfig) -> anyhow::Result<()> {
+    let node = RunningNode::start(config).await?;
+    wait_for_signal().await?;
+    tracing::info!("shutting down");
+    node.shutdown().await
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}
+
+async fn dev(base_port: u16, data_dir: Option<PathBuf>) -> anyhow::Result<()> {
+    let temp;
+    let root = match data_dir {
+        Some(dir) => dir,
+        None => {
+            temp = tempfile_dir()?;
+            temp.0.clone()
+        }
+    };
+    let grpc = |i: u16| SocketAddr::from(([127, 0, 0, 1], base_port + i));
+    let http = |i: u16| SocketAddr::from(([127, 0, 0, 1], base_port + 80 + i));
+    let members: BTreeMap<u64, String> = (0..3).map(|i| (u64::from(i) + 1, grpc(i).to_string())).collect();
+    let mut nodes = Vec::new();
+    for i in 0..3u16 {
+        let id = u64::from(i) + 1;
+        let config = NodeConfig {
+            id,
+            listen: grpc(i),
+            advertise: grpc(i).to_string(),
+            http: Some(http(i)),
+            data_dir: root.join(format!("node{id}")),
+            initial_cluster: members.clone(),
+            join: false,
+            cluster_name: "roster-dev".into(),
+            timing: RaftTiming::default(),
+            request_timeout: std::time::Duration::from_secs(5),
+        };
+        nodes.push(
+            RunningNode::start(config)
+                .await
+                .with_context(|| format!("starting node {id}"))?,
+        );
+    }
+    let endpoints: Vec<String> = (0..3).map(|i| grpc(i).to_string()).collect();
+    println!("Roster dev cluster (3 nodes) is up. Data: {}", root.display());
+    for (i, node) in nodes.iter().enumerate() {
+        println!(
+            "  node {}: grpc {}  http http://{}/health",
+            i + 1,
+            node.grpc_addr(),
+            node.http_addr().map(|a| a.to_string()).unwrap_or_default()
+        );
+    }
+    println!("\n  export ROSTER_ENDPOINTS={}", endpoints.join(","));
+    println!("  rosterctl status\n\nCtrl-C stops the cluster.");
+    wait_for_signal().await?;
+    for node in nodes {
+        node.shutdown().await?;
+    }
+    Ok(())
+}
+
+/// A temporary directory removed when dropped.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn tempfile_dir() -> anyhow::Result<TempDir> {
+    let dir = std::env::temp_dir().join(format!("roster-dev-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(TempDir(dir))
+}

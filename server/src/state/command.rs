@@ -7,6 +7,9 @@
 
 use serde::{Deserialize, Serialize};
 
+// Keys and values are encoded with `serde_bytes`: as one length-prefixed
+// blob instead of a sequence of u8, which matters for 1 MiB values.
+
 /// Identifies one logical client write, so that a retry applies at most once.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct RequestId {
@@ -37,7 +40,9 @@ pub enum Op {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PutOp {
+    #[serde(with = "serde_bytes")]
     pub key: Vec<u8>,
+    #[serde(with = "serde_bytes")]
     pub value: Vec<u8>,
     /// Return the previous pair in the result.
     pub prev_kv: bool,
@@ -46,6 +51,7 @@ pub struct PutOp {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeleteOp {
     /// The key, or the prefix when `prefix` is set (empty prefix: every key).
+    #[serde(with = "serde_bytes")]
     pub key: Vec<u8>,
     pub prefix: bool,
     pub prev_kv: bool,
@@ -54,6 +60,7 @@ pub struct DeleteOp {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RangeOp {
     /// The key, or the prefix when `prefix` is set (empty prefix: every key).
+    #[serde(with = "serde_bytes")]
     pub key: Vec<u8>,
     pub prefix: bool,
     /// Maximum pairs returned; 0 means `limits::MAX_RANGE_RESULTS`.
@@ -83,6 +90,7 @@ pub enum TxnAction {
 /// `NotEqual`, which is true).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Compare {
+    #[serde(with = "serde_bytes")]
     pub key: Vec<u8>,
     pub target: CompareTarget,
     pub result: CompareResult,
@@ -93,7 +101,7 @@ pub enum CompareTarget {
     Version(u64),
     CreateRevision(u64),
     ModRevision(u64),
-    Value(Vec<u8>),
+    Value(#[serde(with = "serde_bytes")] Vec<u8>),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -107,7 +115,9 @@ pub enum CompareResult {
 /// A stored pair with its etcd-style metadata.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyValue {
+    #[serde(with = "serde_bytes")]
     pub key: Vec<u8>,
+    #[serde(with = "serde_bytes")]
     pub value: Vec<u8>,
     pub create_revision: u64,
     pub mod_revision: u64,

@@ -1,0 +1,396 @@
+//! The retry loop shared by every call: deadline, per-attempt timeout,
+//! failure classification, leader following, endpoint rotation and backoff.
+
+use std::error::Error as StdError;
+use std::future::Future;
+use std::time::Duration;
+
+use rand::Rng;
+use tokio::time::Instant;
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+
+use crate::endpoints::Endpoints;
+use crate::error::{code_name, Error};
+
+/// Metadata key under which a node names the leader's address on an
+/// `UNAVAILABLE` answer.
+pub const LEADER_HINT_METADATA: &str = "roster-leader";
+
+/// No attempt is started with less time than this left before the overall
+/// deadline: it could not complete anyway.
+const MIN_ATTEMPT_BUDGET: Duration = Duration::from_millis(5);
+
+/// The timing knobs of the retry loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RetryPolicy {
+    pub request_timeout: Duration,
+    pub attempt_timeout: Duration,
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+}
+
+/// Whether repeating a request after an ambiguous failure can change the
+/// outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Idempotency {
+    /// Reads, and writes deduplicated by their `RequestId`.
+    Safe,
+    /// Membership changes: a retry of an attempt that was in fact applied
+    /// may fail (`NOT_FOUND`, `ALREADY_EXISTS`, ...). Such an answer is
+    /// annotated with the earlier failure.
+    Unsafe,
+}
+
+/// Exponential backoff with jitter: the n-th delay is drawn uniformly from
+/// `[d/2, d]` where `d = min(initial * 2^n, max)`.
+#[derive(Debug, Clone)]
+pub(crate) struct Backoff {
+    next: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    pub fn new(initial: Duration, max: Duration) -> Self {
+        Backoff {
+            next: initial.min(max),
+            max,
+        }
+    }
+
+    /// The delay before the next retry.
+    pub fn next_delay(&mut self) -> Duration {
+        let ceiling = self.next;
+        self.next = self.next.saturating_mul(2).min(self.max);
+        let low = ceiling / 2;
+        if ceiling <= low {
+            return ceiling;
+        }
+        rand::thread_rng().gen_range(low..=ceiling)
+    }
+}
+
+/// Whether a failed attempt is worth repeating (on this or another node).
+///
+/// * `UNAVAILABLE` (no leader, no quorum, node down, connection refused),
+/// * `DEADLINE_EXCEEDED` (the attempt's own deadline),
+/// * `UNKNOWN`, `CANCELLED` or `INTERNAL` raised locally by the transport
+///   (connection reset or closed mid-call) rather than sent by a server.
+///
+/// Everything else is an answer and goes straight back to the caller.
+pub(crate) fn is_retryable(status: &Status) -> bool {
+    match status.code() {
+        Code::Unavailable | Code::DeadlineExceeded => true,
+        Code::Unknown | Code::Cancelled | Code::Internal => is_local_transport_error(status),
+        _ => false,
+    }
+}
+
+/// A status tonic built from a local transport error carries that error as
+/// its source; statuses decoded from a server's trailers have none.
+fn is_local_transport_error(status: &Status) -> bool {
+    StdError::source(status).is_some()
+}
+
+/// True when the request certainly never reached a server (the connection
+/// could not be established), so even a non-idempotent request can be
+/// repeated without doubt.
+fn never_sent(status: &Status) -> bool {
+    let mut source = StdError::source(status);
+    while let Some(err) = source {
+        if err.is::<tonic::ConnectError>() {
+            return true;
+        }
+        source = err.source();
+    }
+    false
+}
+
+/// tonic reports an expired gRPC timeout (local or the server's) as
+/// `CANCELLED: Timeout expired`; call it what it is.
+fn normalize(status: Status, budget: Duration) -> Status {
+    if status.code() == Code::Cancelled && status.message() == "Timeout expired" {
+        return attempt_timed_out(budget);
+    }
+    status
+}
+
+fn attempt_timed_out(budget: Duration) -> Status {
+    Status::deadline_exceeded(format!("no answer within {budget:?}"))
+}
+
+/// A status raised locally by tonic says little ("tcp connect error"); the
+/// reason is in its source chain ("Connection refused"). Fold the chain into
+/// the message, since the source does not survive cloning.
+fn with_causes(status: Status) -> Status {
+    let mut message = status.message().to_owned();
+    let mut source = StdError::source(&status);
+    while let Some(err) = source {
+        let text = err.to_string();
+        if !text.is_empty() && !message.contains(&text) {
+            if !message.is_empty() {
+                message.push_str(": ");
+            }
+            message.push_str(&text);
+        }
+        source = err.source();
+    }
+    if message == status.message() {
+        return status;
+    }
+    Status::with_metadata(status.code(), message, status.metadata().clone())
+}
+
+/// The `roster-leader` hint of a status, if any.
+pub(crate) fn leader_hint(status: &Status) -> Option<&str> {
+    status
+        .metadata()
+        .get(LEADER_HINT_METADATA)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+}
+
+/// Builds the request of one attempt, with the gRPC timeout set.
+pub(crate) fn request<T>(message: T, budget: Duration) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.set_timeout(budget);
+    request
+}
+
+/// Runs `attempt` until it succeeds, fails with a non-retryable status, or
+/// the overall deadline passes. See the crate documentation for the contract.
+///
+/// `attempt` gets the channel of the endpoint to try and the time budget of
+/// this attempt (to send as the gRPC timeout); it is also cut off by a local
+/// timer at that budget.
+pub(crate) async fn with_retries<T, F, Fut>(
+    endpoints: &Endpoints,
+    policy: RetryPolicy,
+    method: &'static str,
+    idempotency: Idempotency,
+    mut attempt: F,
+) -> Result<T, Error>
+where
+    F: FnMut(Channel, Duration) -> Fut,
+    Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+{
+    let deadline = Instant::now() + policy.request_timeout;
+    let mut backoff = Backoff::new(policy.backoff_initial, policy.backoff_max);
+    let mut target = endpoints.preferred();
+    // Position in the round-robin over all endpoints. Leader hints move
+    // `target` but not the cursor, so a stale hint cannot keep the rotation
+    // from reaching every endpoint.
+    let mut cursor = target;
+    let mut attempts: u32 = 0;
+    // (endpoint, status) of the most telling failure so far.
+    let mut last: Option<(String, Status)> = None;
+    // First failure after which the request may have been applied.
+    let mut ambiguous: Option<(String, Status)> = None;
+    let mut jumped_to_hint = false;
+
+    loop {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining < MIN_ATTEMPT_BUDGET {
+            break;
+        }
+        let budget = remaining.min(policy.attempt_timeout);
+        let cut_by_deadline = budget < policy.attempt_timeout;
+        let node = endpoints.get(target);
+        attempts += 1;
+
+        let status = match tokio::time::timeout(budget, attempt(node.channel.clone(), budget)).await {
+            Ok(Ok(response)) => {
+                endpoints.mark_good(target);
+                return Ok(response.into_inner());
+            }
+            Ok(Err(status)) => normalize(status, budget),
+            Err(_elapsed) => attempt_timed_out(budget),
+        };
+
+        let retryable = is_retryable(&status);
+        let sent = !never_sent(&status);
+        let status = with_causes(status);
+
+        if !retryable {
+            // The node answered: it is alive, start there next time.
+            endpoints.mark_good(target);
+            let status = match (&ambiguous, idempotency) {
+                (Some((ep, earlier)), Idempotency::Unsafe) => annotate(status, ep, earlier),
+                _ => status,
+            };
+            return Err(Error::Rpc {
+                endpoint: node.addr.to_string(),
+                status,
+            });
+        }
+
+        tracing::debug!(
+            method,
+            endpoint = %node.addr,
+            attempt = attempts,
+            code = code_name(status.code()),
+            message = status.message(),
+            "attempt failed; will retry"
+        );
+
+        if ambiguous.is_none() && sent {
+            ambiguous = Some((node.addr.to_string(), status.clone()));
+        }
+
+        let hinted = leader_hint(&status)
+            .and_then(|hint| endpoints.resolve_hint(hint))
+            .filter(|&i| i != target);
+        // An attempt that only ran out of the overall deadline says less than
+        // an earlier failure (say, UNAVAILABLE: no quorum): keep the earlier.
+        let timed_out = status.code() == Code::DeadlineExceeded;
+        if !(cut_by_deadline && timed_out && last.is_some()) {
+            last = Some((node.addr.to_string(), status));
+        }
+
+        // Follow a leader hint at once, but never twice in a row: after a
+        // hinted node fails, the rotation moves on (with backoff), so nodes
+        // naming each other cannot spin and every endpoint gets its turn.
+        let delay = match hinted {
+            Some(i) if !jumped_to_hint => {
+                target = i;
+                jumped_to_hint = true;
+                Duration::ZERO
+            }
+            _ => {
+                cursor = endpoints.next(cursor);
+                if cursor == target {
+                    // Skip the endpoint that just failed (unless it is the only one).
+                    cursor = endpoints.next(cursor);
+                }
+                target = cursor;
+                jumped_to_hint = false;
+                backoff.next_delay()
+            }
+        };
+
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining <= MIN_ATTEMPT_BUDGET {
+            break;
+        }
+        if !delay.is_zero() {
+            tokio::time::sleep(delay.min(remaining - MIN_ATTEMPT_BUDGET)).await;
+        }
+    }
+
+    let (endpoint, last) = last.unwrap_or_else(|| {
+        // Only reachable with a deadline below MIN_ATTEMPT_BUDGET, which
+        // configuration validation rejects; still, answer sensibly.
+        (
+            endpoints.get(target).addr.to_string(),
+            Status::deadline_exceeded("deadline too short to attempt the request"),
+        )
+    });
+    Err(Error::DeadlineExceeded {
+        timeout: policy.request_timeout,
+        attempts,
+        endpoint,
+        last,
+    })
+}
+
+/// Notes on a final answer of a non-idempotent request that an earlier
+/// attempt may already have been applied.
+fn annotate(status: Status, endpoint: &str, earlier: &Status) -> Status {
+    let message = format!(
+        "{} (note: an earlier attempt via {endpoint} failed with {}: {}; it may have been applied)",
+        status.message(),
+        code_name(earlier.code()),
+        earlier.message()
+    );
+    Status::with_metadata(status.code(), message, status.metadata().clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_with_jitter_and_caps() {
+        let mut b = Backoff::new(Duration::from_millis(50), Duration::from_millis(300));
+        let bounds = [(25, 50), (50, 100), (100, 200), (150, 300), (150, 300)];
+        for (low, high) in bounds {
+            let d = b.next_delay();
+            assert!(
+                d >= Duration::from_millis(low) && d <= Duration::from_millis(high),
+                "{d:?} not in [{low}, {high}] ms"
+            );
+        }
+    }
+
+    #[test]
+    fn backoff_never_overflows() {
+        let mut b = Backoff::new(Duration::from_millis(1), Duration::MAX);
+        for _ in 0..200 {
+            b.next_delay();
+        }
+    }
+
+    #[test]
+    fn classification() {
+        assert!(is_retryable(&Status::unavailable("no leader")));
+        assert!(is_retryable(&Status::deadline_exceeded("slow")));
+        // Sent by a server: final answers.
+        for status in [
+            Status::invalid_argument("bad"),
+            Status::not_found("x"),
+            Status::failed_precondition("x"),
+            Status::already_exists("x"),
+            Status::out_of_range("x"),
+            Status::internal("server bug"),
+            Status::unknown("x"),
+            Status::cancelled("x"),
+            Status::resource_exhausted("x"),
+        ] {
+            assert!(!is_retryable(&status), "{status:?}");
+        }
+        // Raised locally from a transport error: retry.
+        let io = std::io::Error::other("connection reset");
+        let local = Status::from_error(Box::new(io));
+        assert_eq!(local.code(), Code::Unknown);
+        assert!(is_retryable(&local));
+    }
+
+    #[test]
+    fn causes_are_folded_into_the_message() {
+        let io = std::io::Error::other("connection reset by peer");
+        let s = with_causes(Status::from_error(Box::new(io)));
+        assert_eq!(s.message(), "connection reset by peer");
+        let plain = with_causes(Status::unavailable("no leader"));
+        assert_eq!(plain.message(), "no leader");
+    }
+
+    #[test]
+    fn tonic_timeouts_become_deadline_exceeded() {
+        let s = normalize(Status::cancelled("Timeout expired"), Duration::from_secs(1));
+        assert_eq!(s.code(), Code::DeadlineExceeded);
+        let s = normalize(Status::cancelled("by peer"), Duration::from_secs(1));
+        assert_eq!(s.code(), Code::Cancelled);
+    }
+
+    #[test]
+    fn leader_hint_is_read_from_metadata() {
+        let mut md = tonic::metadata::MetadataMap::new();
+        md.insert(LEADER_HINT_METADATA, "10.0.0.2:7401".parse().unwrap());
+        let s = Status::with_metadata(Code::Unavailable, "not leader", md);
+        assert_eq!(leader_hint(&s), Some("10.0.0.2:7401"));
+        assert_eq!(leader_hint(&Status::unavailable("x")), None);
+    }
+
+    #[test]
+    fn annotation_keeps_code_and_metadata() {
+        let mut md = tonic::metadata::MetadataMap::new();
+        md.insert("x-a", "b".parse().unwrap());
+        let s = Status::with_metadata(Code::NotFound, "member 3 not found", md);
+        let s = annotate(s, "a:1", &Status::unavailable("connection reset"));
+        assert_eq!(s.code(), Code::NotFound);
+        assert!(s.message().starts_with("member 3 not found (note:"));
+        assert!(s.message().contains("UNAVAILABLE: connection reset"));
+        assert!(s.metadata().get("x-a").is_some());
+    }
+}

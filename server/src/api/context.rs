@@ -1,0 +1,120 @@
+//! Everything a request handler needs about the local node, shared by all
+//! services.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::raft::network::Peers;
+use crate::raft::state_machine::StateMachineStore;
+use crate::raft::{NodeId, Raft, RaftMetrics};
+
+#[derive(Clone)]
+pub struct NodeContext {
+    pub id: NodeId,
+    pub addr: String,
+    pub cluster_name: String,
+    pub raft: Raft,
+    pub state: StateMachineStore,
+    pub peers: Peers,
+    /// Longest a request may wait for Raft (commit, leader, read index).
+    pub request_timeout: Duration,
+    /// Upper bound of the election timeout: how long a follower may go
+    /// without hearing from a leader before the cluster would elect anew.
+    pub election_max: Duration,
+    /// Highest committed log index this node knows of.
+    pub committed: Arc<AtomicU64>,
+    contact: Arc<LeaderContact>,
+}
+
+/// When this node last heard from a leader that replicates to it.
+struct LeaderContact {
+    base: Instant,
+    /// Milliseconds since `base` of the last AppendEntries from a leader;
+    /// `u64::MAX` when never.
+    last_ms: AtomicU64,
+}
+
+impl NodeContext {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        id: NodeId,
+        addr: String,
+        cluster_name: String,
+        raft: Raft,
+        state: StateMachineStore,
+        peers: Peers,
+        request_timeout: Duration,
+        election_max: Duration,
+        committed: Arc<AtomicU64>,
+    ) -> Self {
+        Self {
+            id,
+            addr,
+            cluster_name,
+            raft,
+            state,
+            peers,
+            request_timeout,
+            election_max,
+            committed,
+            contact: Arc::new(LeaderContact {
+                base: Instant::now(),
+                last_ms: AtomicU64::new(u64::MAX),
+            }),
+        }
+    }
+
+    pub fn metrics(&self) -> RaftMetrics {
+        self.raft.metrics().borrow().clone()
+    }
+
+    /// Records that a leader's AppendEntries (heartbeat or entries) arrived.
+    pub fn note_leader_contact(&self) {
+        let ms = self.contact.base.elapsed().as_millis() as u64;
+        self.contact.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Time since the leader last reached this node, if ever.
+    pub fn since_leader_contact(&self) -> Option<Duration> {
+        let last = self.contact.last_ms.load(Ordering::Relaxed);
+        if last == u64::MAX {
+            return None;
+        }
+        let now = self.contact.base.elapsed().as_millis() as u64;
+        Some(Duration::from_millis(now.saturating_sub(last)))
+    }
+
+    /// Whether this node currently sees a leader backed by a quorum: as
+    /// leader, a quorum acknowledged it within the election timeout; as
+    /// follower or learner, the leader replicated to it within that time.
+    /// This is what `/health` and the gRPC health service report.
+    pub fn quorum_health(&self) -> Result<NodeId, String> {
+        let m = self.metrics();
+        let Some(leader) = m.current_leader else {
+            return Err("no leader known".into());
+        };
+        let bound = self.election_max;
+        if leader == self.id {
+            match m.millis_since_quorum_ack {
+                Some(ms) if Duration::from_millis(ms) <= bound => Ok(leader),
+                Some(ms) => Err(format!("leader without quorum: last quorum ack {ms} ms ago")),
+                None => Err("leader without quorum: no quorum ack yet".into()),
+            }
+        } else {
+            match self.since_leader_contact() {
+                Some(d) if d <= bound => Ok(leader),
+                Some(d) => Err(format!("leader {leader} last heard {} ms ago", d.as_millis())),
+                None => Err(format!("leader {leader} not heard from yet")),
+            }
+        }
+    }
+
+    /// The address of member `id` in the current membership.
+    pub fn member_addr(&self, id: NodeId) -> Option<String> {
+        let m = self.raft.metrics().borrow().membership_config.clone();
+        m.membership().get_node(&id).map(|n| n.addr.clone())
+    }
+}

@@ -1,0 +1,18 @@
+//! The serving layer: gRPC services for clients and peers, request
+//! validation, routing of writes to the leader, linearizable reads, and the
+//! HTTP health endpoint.
+//!
+//! Invariant: nothing here mutates state except by proposing a command
+//! through Raft; reads either confirm leadership first (read index) or say
+//! they are `serializable`.
+
+pub mod cluster;
+pub mod context;
+pub mod convert;
+pub mod deadline;
+pub mod health;
+pub mod kv;
+pub mod route;
+pub mod transport;
+
+pub use context::NodeContext;

@@ -1,0 +1,182 @@
+//! One running rosterd node: opens the data dir, starts Raft, serves gRPC
+//! (clients and peers) and HTTP, bootstraps a new cluster once, and shuts
+//! down cleanly.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use openraft::error::{InitializeError, RaftError};
+use openraft::BasicNode;
+use roster_proto::raft::raft_transport_server::RaftTransportServer;
+use roster_proto::v1::cluster_server::ClusterServer;
+use roster_proto::v1::kv_server::KvServer;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tonic::transport::server::TcpIncoming;
+
+use crate::api::cluster::ClusterService;
+use crate::api::kv::KvService;
+use crate::api::transport::TransportService;
+use crate::api::{health, NodeContext};
+use crate::config::NodeConfig;
+use crate::limits;
+use crate::raft::disk::Disk;
+use crate::raft::log_store::LogStore;
+use crate::raft::network::{NetworkFactory, Peers, MAX_PEER_MESSAGE_BYTES};
+use crate::raft::state_machine::StateMachineStore;
+use crate::raft::Raft;
+
+pub struct RunningNode {
+    ctx: NodeContext,
+    disk: Disk,
+    grpc_addr: SocketAddr,
+    http_addr: Option<SocketAddr>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl RunningNode {
+    /// Starts a node. Fails (without side effects beyond creating the data
+    /// dir) if the data dir belongs to another cluster, is corrupt, or an
+    /// address cannot be bound.
+    pub async fn start(config: NodeConfig) -> anyhow::Result<Self> {
+        let (disk, _fresh) = Disk::open(&config.data_dir, &config.cluster_name, config.id)?;
+        let log_store = LogStore::new(disk.clone());
+        let state = StateMachineStore::open(disk.clone()).map_err(|e| anyhow::anyhow!("restoring snapshot: {e}"))?;
+        let raft_config = Arc::new(config.timing.openraft_config(&config.cluster_name)?);
+        let peers = Peers::default();
+        let network = NetworkFactory { peers: peers.clone() };
+        let raft = Raft::new(config.id, raft_config, network, log_store, state.clone())
+            .await
+            .context("starting raft")?;
+        let ctx = NodeContext::new(
+            config.id,
+            config.advertise.clone(),
+            config.cluster_name.clone(),
+            raft.clone(),
+            state,
+            peers,
+            config.request_timeout,
+            config.timing.election_max,
+            disk.committed.clone(),
+        );
+
+        let grpc_listener = health::bind(config.listen).await?;
+        let grpc_addr = grpc_listener.local_addr()?;
+        let http_listener = match config.http {
+            Some(addr) => Some(health::bind(addr).await?),
+            None => None,
+        };
+        let http_addr = http_listener.as_ref().map(|l| l.local_addr()).transpose()?;
+
+        let (stop, _) = watch::channel(false);
+        let stopped = |mut rx: watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let mut tasks = Vec::new();
+
+        let (reporter, health_service) = tonic_health::server::health_reporter();
+        tasks.push(tokio::spawn({
+            let ctx = ctx.clone();
+            let every = config.timing.heartbeat;
+            let stop = stop.subscribe();
+            async move {
+                tokio::select! {
+                    _ = health::track_grpc_health(ctx, reporter, every) => {}
+                    _ = stopped(stop) => {}
+                }
+                Ok(())
+            }
+        }));
+
+        let grpc = tonic::transport::Server::builder()
+            .add_service(
+                KvServer::new(KvService::new(ctx.clone()))
+                    .max_decoding_message_size(limits::MAX_REQUEST_BYTES)
+                    .max_encoding_message_size(limits::MAX_RESPONSE_BYTES),
+            )
+            .add_service(ClusterServer::new(ClusterService::new(ctx.clone())))
+            .add_service(
+                RaftTransportServer::new(TransportService::new(ctx.clone()))
+                    .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
+                    .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES),
+            )
+            .add_service(health_service);
+        let incoming = TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
+        tasks.push(tokio::spawn({
+            let stop = stop.subscribe();
+            async move {
+                grpc.serve_with_incoming_shutdown(incoming, stopped(stop))
+                    .await
+                    .context("gRPC server")
+            }
+        }));
+        if let Some(listener) = http_listener {
+            tasks.push(tokio::spawn({
+                let ctx = ctx.clone();
+                let stop = stop.subscribe();
+                async move {
+                    health::serve_http(listener, ctx, stopped(stop))
+                        .await
+                        .context("HTTP server")
+                }
+            }));
+        }
+
+        if !config.join && !raft.is_initialized().await.context("reading raft state")? {
+            let members: BTreeMap<_, _> = config
+                .initial_cluster
+                .iter()
+                .map(|(id, addr)| (*id, BasicNode::new(addr)))
+                .collect();
+            match raft.initialize(members).await {
+                Ok(()) => tracing::info!(members = ?config.initial_cluster, "bootstrapped a new cluster"),
+                // Another bootstrap already reached us first: fine.
+                Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
+                Err(e) => return Err(anyhow::anyhow!("bootstrapping the cluster: {e}")),
+            }
+        }
+        tracing::info!(id = config.id, %grpc_addr, ?http_addr, data_dir = %config.data_dir.display(), "rosterd started");
+        Ok(Self {
+            ctx,
+            disk,
+            grpc_addr,
+            http_addr,
+            stop,
+            tasks,
+        })
+    }
+
+    pub fn context(&self) -> &NodeContext {
+        &self.ctx
+    }
+
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_addr
+    }
+
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
+    }
+
+    /// Stops serving, stops Raft, and flushes the data dir.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(true);
+        self.ctx
+            .raft
+            .shutdown()
+            .await
+            .map_err(|e| anyhow::anyhow!("stopping raft: {e}"))?;
+        for task in self.tasks {
+            match task.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!("while stopping: {e:#}"),
+                Err(e) => tracing::warn!("while stopping: {e}"),
+            }
+        }
+        self.disk.db.flush_async().await.context("flushing the data dir")?;
+        Ok(())
+    }
+}

@@ -1,0 +1,89 @@
+//! openraft wiring: the type configuration, durable storage in sled, and the
+//! peer transport over tonic.
+//!
+//! Everything here sits behind openraft's traits (`RaftLogStorage`,
+//! `RaftStateMachine`, `RaftNetworkFactory`), so the simulator can swap the
+//! disk and the network and keep the rest.
+
+// openraft's traits fix the error types (`StorageError`, `RPCError`); our
+// helpers return them as they are rather than boxing at every call.
+#![allow(clippy::result_large_err)]
+
+pub mod codec;
+pub mod disk;
+pub mod log_store;
+pub mod network;
+pub mod state_machine;
+
+use std::io::Cursor;
+use std::time::Duration;
+
+use crate::state::command::{Command, Response};
+
+openraft::declare_raft_types!(
+    /// Roster's openraft type configuration.
+    pub TypeConfig:
+        D = Command,
+        R = Response,
+        NodeId = u64,
+        Node = openraft::BasicNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = Cursor<Vec<u8>>,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+pub type NodeId = u64;
+pub type Raft = openraft::Raft<TypeConfig>;
+pub type LogId = openraft::LogId<NodeId>;
+pub type Entry = openraft::Entry<TypeConfig>;
+pub type StorageError = openraft::StorageError<NodeId>;
+pub type StoredMembership = openraft::StoredMembership<NodeId, openraft::BasicNode>;
+pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, openraft::BasicNode>;
+pub type Snapshot = openraft::Snapshot<TypeConfig>;
+pub type Vote = openraft::Vote<NodeId>;
+pub type RaftMetrics = openraft::RaftMetrics<NodeId, openraft::BasicNode>;
+
+/// Raft timing and log-compaction settings of one node.
+#[derive(Clone, Debug)]
+pub struct RaftTiming {
+    pub heartbeat: Duration,
+    pub election_min: Duration,
+    pub election_max: Duration,
+    /// Build a snapshot (and compact the log) after this many entries.
+    pub snapshot_every: u64,
+    /// Entries kept in the log after a snapshot, so that briefly lagging
+    /// followers catch up from the log instead of a full snapshot.
+    pub keep_after_snapshot: u64,
+}
+
+impl Default for RaftTiming {
+    fn default() -> Self {
+        Self {
+            heartbeat: Duration::from_millis(100),
+            election_min: Duration::from_millis(1000),
+            election_max: Duration::from_millis(2000),
+            snapshot_every: 10_000,
+            keep_after_snapshot: 1_000,
+        }
+    }
+}
+
+impl RaftTiming {
+    /// The openraft configuration for these settings, validated.
+    pub fn openraft_config(&self, cluster_name: &str) -> anyhow::Result<openraft::Config> {
+        let config = openraft::Config {
+            cluster_name: cluster_name.to_string(),
+            heartbeat_interval: self.heartbeat.as_millis() as u64,
+            election_timeout_min: self.election_min.as_millis() as u64,
+            election_timeout_max: self.election_max.as_millis() as u64,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_every),
+            max_in_snapshot_log_to_keep: self.keep_after_snapshot,
+            // Replication batches: large enough for throughput, small enough
+            // that one AppendEntries stays well under the transport limit.
+            max_payload_entries: 512,
+            install_snapshot_timeout: 5_000,
+            ..Default::default()
+        };
+        Ok(config.validate()?)
+    }
+}

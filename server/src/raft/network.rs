@@ -1,0 +1,178 @@
+//! Peer transport: openraft RPCs, write forwarding and read-index requests
+//! over the internal `roster.raft.v1.RaftTransport` gRPC service.
+//!
+//! Payloads are openraft's own message types encoded with postcard; a remote
+//! openraft error travels back inside the payload as `Err(..)`, so the caller
+//! sees exactly what the remote Raft said.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openraft::error::{
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+    VoteResponse,
+};
+use openraft::BasicNode;
+use roster_proto::raft::raft_transport_client::RaftTransportClient;
+use roster_proto::raft::RaftPayload;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tonic::transport::{Channel, Endpoint};
+
+use super::codec;
+use super::{NodeId, TypeConfig};
+
+/// Largest message between peers (snapshot chunks, AppendEntries batches).
+pub const MAX_PEER_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+/// Encoded AppendEntries above this size with more than one entry are split.
+const MAX_APPEND_BYTES: usize = 512 * 1024;
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Lazily connected channels to peers, shared by Raft replication and by the
+/// API layer's forwarding, keyed by address.
+#[derive(Clone, Default)]
+pub struct Peers {
+    channels: Arc<Mutex<HashMap<String, Channel>>>,
+}
+
+impl Peers {
+    /// A client for the peer at `addr` (`host:port`). Connection happens on
+    /// first use and is re-established by tonic after failures.
+    pub fn client(&self, addr: &str) -> Result<RaftTransportClient<Channel>, tonic::Status> {
+        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        let channel = match channels.get(addr) {
+            Some(channel) => channel.clone(),
+            None => {
+                let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+                    .map_err(|e| tonic::Status::invalid_argument(format!("bad peer address {addr}: {e}")))?
+                    .connect_timeout(CONNECT_TIMEOUT)
+                    .tcp_nodelay(true)
+                    .http2_keep_alive_interval(Duration::from_secs(5))
+                    .keep_alive_timeout(Duration::from_secs(5));
+                let channel = endpoint.connect_lazy();
+                channels.insert(addr.to_string(), channel.clone());
+                channel
+            }
+        };
+        Ok(RaftTransportClient::new(channel)
+            .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES))
+    }
+}
+
+/// Creates one [`PeerNetwork`] per replication target.
+#[derive(Clone, Default)]
+pub struct NetworkFactory {
+    pub peers: Peers,
+}
+
+impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
+    type Network = PeerNetwork;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Self::Network {
+        PeerNetwork {
+            target,
+            addr: node.addr.clone(),
+            peers: self.peers.clone(),
+        }
+    }
+}
+
+pub struct PeerNetwork {
+    target: NodeId,
+    addr: String,
+    peers: Peers,
+}
+
+fn encode_request<T: Serialize, E: std::error::Error>(req: &T) -> RpcResult<Vec<u8>, E> {
+    codec::encode("raft request", req).map_err(|e| RPCError::Network(NetworkError::new(&e)))
+}
+
+type RpcResult<T, E = openraft::error::Infallible> = Result<T, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>;
+
+#[derive(Clone, Copy)]
+enum Rpc {
+    AppendEntries,
+    Vote,
+    InstallSnapshot,
+}
+
+impl PeerNetwork {
+    async fn call<Req, Resp, E>(&self, rpc: Rpc, req: &Req, option: &RPCOption) -> RpcResult<Resp, E>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let data = encode_request(req)?;
+        self.send(rpc, data, option).await
+    }
+
+    async fn send<Resp, E>(&self, rpc: Rpc, data: Vec<u8>, option: &RPCOption) -> RpcResult<Resp, E>
+    where
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let mut client = self
+            .peers
+            .client(&self.addr)
+            .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
+        let mut request = tonic::Request::new(RaftPayload { data });
+        request.set_timeout(option.hard_ttl());
+        let call = async {
+            match rpc {
+                Rpc::AppendEntries => client.append_entries(request).await,
+                Rpc::Vote => client.vote(request).await,
+                Rpc::InstallSnapshot => client.install_snapshot(request).await,
+            }
+        };
+        let reply = match tokio::time::timeout(option.hard_ttl(), call).await {
+            Err(elapsed) => return Err(RPCError::Network(NetworkError::new(&elapsed))),
+            Ok(Err(status)) if status.code() == tonic::Code::Unavailable => {
+                return Err(RPCError::Unreachable(Unreachable::new(&status)))
+            }
+            Ok(Err(status)) => return Err(RPCError::Network(NetworkError::new(&status))),
+            Ok(Ok(reply)) => reply.into_inner(),
+        };
+        let result: Result<Resp, RaftError<NodeId, E>> =
+            codec::decode("raft response", &reply.data).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        result
+            .map_err(|e| RPCError::RemoteError(RemoteError::new_with_node(self.target, BasicNode::new(&self.addr), e)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for PeerNetwork {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<AppendEntriesResponse<NodeId>> {
+        // openraft gives every AppendEntries one heartbeat interval to
+        // complete. A batch of large values would never make it, so ask
+        // openraft to split it: it retries with at most `hint` entries.
+        let entries = rpc.entries.len() as u64;
+        let data = encode_request(&rpc)?;
+        if entries > 1 && data.len() > MAX_APPEND_BYTES {
+            let hint = (entries * MAX_APPEND_BYTES as u64 / data.len() as u64).max(1);
+            return Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(hint)));
+        }
+        self.send(Rpc::AppendEntries, data, &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<InstallSnapshotResponse<NodeId>, InstallSnapshotError> {
+        self.call(Rpc::InstallSnapshot, &rpc, &option).await
+    }
+
+    async fn vote(&mut self, rpc: VoteRequest<NodeId>, option: RPCOption) -> RpcResult<VoteResponse<NodeId>> {
+        self.call(Rpc::Vote, &rpc, &option).await
+    }
+}
