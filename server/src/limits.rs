@@ -10,8 +10,11 @@ pub const MAX_VALUE_BYTES: usize = 1024 * 1024;
 pub const MAX_TXN_COMPARES: usize = 128;
 /// Most operations in one branch (success or failure) of a transaction.
 pub const MAX_TXN_OPS: usize = 128;
-/// Largest encoded request accepted by the gRPC server, in bytes.
+/// Largest encoded write request, in bytes (`INVALID_ARGUMENT` beyond).
 pub const MAX_REQUEST_BYTES: usize = 2 * 1024 * 1024 + 64 * 1024;
+/// Largest message the gRPC transport decodes at all; larger ones are cut
+/// off by the transport with `OUT_OF_RANGE` before they reach a handler.
+pub const MAX_TRANSPORT_BYTES: usize = 4 * MAX_REQUEST_BYTES;
 /// Largest encoded response, in bytes.
 pub const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 /// Most pairs one range returns (a larger match sets `more`).

@@ -115,7 +115,8 @@ async fn dev(base_port: u16, data_dir: Option<PathBuf>) -> anyhow::Result<()> {
             http: Some(http(i)),
             data_dir: root.join(format!("node{id}")),
             initial_cluster: members.clone(),
-            join: false,
+            // Bootstrapped below, once every node listens.
+            join: true,
             cluster_name: "roster-dev".into(),
             timing: RaftTiming::default(),
             request_timeout: std::time::Duration::from_secs(5),
@@ -126,6 +127,7 @@ async fn dev(base_port: u16, data_dir: Option<PathBuf>) -> anyhow::Result<()> {
                 .with_context(|| format!("starting node {id}"))?,
         );
     }
+    nodes[0].bootstrap_if_new(&members).await?;
     let endpoints: Vec<String> = (0..3).map(|i| grpc(i).to_string()).collect();
     println!("Roster dev cluster (3 nodes) is up. Data: {}", root.display());
     for (i, node) in nodes.iter().enumerate() {

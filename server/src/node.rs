@@ -26,7 +26,7 @@ use crate::raft::disk::Disk;
 use crate::raft::log_store::LogStore;
 use crate::raft::network::{NetworkFactory, Peers, MAX_PEER_MESSAGE_BYTES};
 use crate::raft::state_machine::StateMachineStore;
-use crate::raft::Raft;
+use crate::raft::{NodeId, Raft};
 
 pub struct RunningNode {
     ctx: NodeContext,
@@ -94,7 +94,7 @@ impl RunningNode {
         let grpc = tonic::transport::Server::builder()
             .add_service(
                 KvServer::new(KvService::new(ctx.clone()))
-                    .max_decoding_message_size(limits::MAX_REQUEST_BYTES)
+                    .max_decoding_message_size(limits::MAX_TRANSPORT_BYTES)
                     .max_encoding_message_size(limits::MAX_RESPONSE_BYTES),
             )
             .add_service(ClusterServer::new(ClusterService::new(ctx.clone())))
@@ -125,28 +125,37 @@ impl RunningNode {
             }));
         }
 
-        if !config.join && !raft.is_initialized().await.context("reading raft state")? {
-            let members: BTreeMap<_, _> = config
-                .initial_cluster
-                .iter()
-                .map(|(id, addr)| (*id, BasicNode::new(addr)))
-                .collect();
-            match raft.initialize(members).await {
-                Ok(()) => tracing::info!(members = ?config.initial_cluster, "bootstrapped a new cluster"),
-                // Another bootstrap already reached us first: fine.
-                Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
-                Err(e) => return Err(anyhow::anyhow!("bootstrapping the cluster: {e}")),
-            }
-        }
         tracing::info!(id = config.id, %grpc_addr, ?http_addr, data_dir = %config.data_dir.display(), "rosterd started");
-        Ok(Self {
+        let node = Self {
             ctx,
             disk,
             grpc_addr,
             http_addr,
             stop,
             tasks,
-        })
+        };
+        if !config.join {
+            node.bootstrap_if_new(&config.initial_cluster).await?;
+        }
+        Ok(node)
+    }
+
+    /// Bootstraps a new cluster of `members` unless this node's Raft state
+    /// already exists. Every member of a new cluster may call this with the
+    /// same members: the first initialisation to reach a node wins and the
+    /// others are refused harmlessly.
+    pub async fn bootstrap_if_new(&self, members: &BTreeMap<NodeId, String>) -> anyhow::Result<()> {
+        let raft = &self.ctx.raft;
+        if raft.is_initialized().await.context("reading raft state")? {
+            return Ok(());
+        }
+        let nodes: BTreeMap<_, _> = members.iter().map(|(id, addr)| (*id, BasicNode::new(addr))).collect();
+        match raft.initialize(nodes).await {
+            Ok(()) => tracing::info!(?members, "bootstrapped a new cluster"),
+            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
+            Err(e) => return Err(anyhow::anyhow!("bootstrapping the cluster: {e}")),
+        }
+        Ok(())
     }
 
     pub fn context(&self) -> &NodeContext {

@@ -8,6 +8,7 @@ use tonic::{Request, Response, Status};
 use super::convert;
 use super::route::{Outcome, Proposal};
 use super::{deadline, NodeContext};
+use crate::limits;
 use crate::state::command::{Command, Op, Response as Applied};
 
 pub struct KvService {
@@ -45,6 +46,18 @@ impl KvService {
     }
 }
 
+/// Enforces `limits::MAX_REQUEST_BYTES` on a decoded write request.
+fn check_size(req: &impl prost::Message) -> Result<(), Status> {
+    let size = req.encoded_len();
+    if size > limits::MAX_REQUEST_BYTES {
+        return Err(Status::invalid_argument(format!(
+            "request is {size} bytes; the limit is {} bytes",
+            limits::MAX_REQUEST_BYTES
+        )));
+    }
+    Ok(())
+}
+
 fn mismatch() -> Status {
     Status::internal("state machine answered with the wrong kind of result")
 }
@@ -69,6 +82,7 @@ impl Kv for KvService {
     async fn put(&self, request: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
         let deadline = deadline::of(&request, self.ctx.request_timeout);
         let req = request.into_inner();
+        check_size(&req)?;
         let request_id = req.request_id;
         let op = Op::Put(convert::put_op(req));
         match self.write(deadline, op, request_id).await? {
@@ -80,6 +94,7 @@ impl Kv for KvService {
     async fn delete(&self, request: Request<pb::DeleteRequest>) -> Result<Response<pb::DeleteResponse>, Status> {
         let deadline = deadline::of(&request, self.ctx.request_timeout);
         let req = request.into_inner();
+        check_size(&req)?;
         let request_id = req.request_id;
         let op = Op::Delete(convert::delete_op(req));
         match self.write(deadline, op, request_id).await? {
@@ -91,6 +106,7 @@ impl Kv for KvService {
     async fn txn(&self, request: Request<pb::TxnRequest>) -> Result<Response<pb::TxnResponse>, Status> {
         let deadline = deadline::of(&request, self.ctx.request_timeout);
         let req = request.into_inner();
+        check_size(&req)?;
         let request_id = req.request_id;
         let op = Op::Txn(convert::txn_op(req)?);
         match self.write(deadline, op, request_id).await? {
