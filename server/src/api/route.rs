@@ -21,6 +21,8 @@ use crate::raft::codec;
 use crate::raft::NodeId;
 use crate::state::command::{Command, Response};
 
+const OUTCOME_UNKNOWN: &str = "outcome unknown, retry with the same request id";
+
 /// Most times one request follows a "not leader" answer before giving up.
 const MAX_HOPS: usize = 5;
 
@@ -151,10 +153,9 @@ impl NodeContext {
     /// this node does not lead. Used directly by the forward handler.
     pub async fn propose_local(&self, proposal: Proposal, deadline: Instant) -> Result<Outcome, RouteError> {
         let timed_out = || {
-            RouteError::Timeout(
-                "not committed before the deadline (is a quorum up?); outcome unknown, retry with the same request id"
-                    .into(),
-            )
+            RouteError::Timeout(format!(
+                "not committed before the deadline (is a quorum up?); {OUTCOME_UNKNOWN}"
+            ))
         };
         match proposal {
             Proposal::Write(mut command) => {
@@ -261,9 +262,10 @@ impl NodeContext {
         let mut request = tonic::Request::new(roster_proto::raft::RaftPayload { data });
         request.set_timeout(deadline.saturating_duration_since(Instant::now()));
         let reply = match timeout_at(deadline, client.forward(request)).await {
-            Err(_) => return Err(RouteError::Timeout(format!(
-                "leader at {addr} did not answer before the deadline; outcome unknown, retry with the same request id"
-            ))),
+            Err(_) => {
+                let message = format!("leader at {addr} did not answer before the deadline");
+                return Err(RouteError::Timeout(format!("{message}; {OUTCOME_UNKNOWN}")));
+            }
             // The handler itself only fails on a payload it cannot decode;
             // anything else is the connection (the leader died, restarted, or
             // is partitioned): retry, and let deduplication absorb a write
