@@ -5,6 +5,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
         "proto/roster/v1/kv.proto",
         "proto/roster/v1/cluster.proto",
+        "proto/roster/v1/lease.proto",
+        "proto/roster/v1/election.proto",
+        "proto/roster/v1/topology.proto",
+        "proto/roster/v1/watch.proto",
         "proto/roster/raft/v1/raft.proto",
     ];
     for f in files {

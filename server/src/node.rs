@@ -12,12 +12,15 @@ use openraft::BasicNode;
 use roster_proto::raft::raft_transport_server::RaftTransportServer;
 use roster_proto::v1::cluster_server::ClusterServer;
 use roster_proto::v1::kv_server::KvServer;
+use roster_proto::v1::lease_server::LeaseServer;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::transport::server::TcpIncoming;
 
 use crate::api::cluster::ClusterService;
 use crate::api::kv::KvService;
+use crate::api::lease::LeaseService;
+use crate::api::lease_keeper::LeaseKeeper;
 use crate::api::transport::TransportService;
 use crate::api::{health, NodeContext};
 use crate::config::NodeConfig;
@@ -98,6 +101,10 @@ impl RunningNode {
                     .max_encoding_message_size(limits::MAX_RESPONSE_BYTES),
             )
             .add_service(ClusterServer::new(ClusterService::new(ctx.clone())))
+            .add_service(LeaseServer::new(LeaseService::new(
+                ctx.clone(),
+                LeaseKeeper::start(ctx.clone()),
+            )))
             .add_service(
                 RaftTransportServer::new(TransportService::new(ctx.clone()))
                     .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)

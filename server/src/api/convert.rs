@@ -6,8 +6,8 @@ use roster_proto::v1 as pb;
 use tonic::Status;
 
 use crate::state::command::{
-    Compare, CompareResult, CompareTarget, DeleteOp, DeleteResult, KeyValue, Op, PutOp, PutResult, RangeOp,
-    RangeResult, RequestId, TxnAction, TxnActionResult, TxnOp, TxnResult,
+    Compare, CompareResult, CompareTarget, DeleteOp, DeleteResult, Fence, KeyValue, Op, PutOp, PutResult, RangeOp,
+    RangeResult, Rejection, RequestId, TxnAction, TxnActionResult, TxnOp, TxnResult,
 };
 use crate::state::validate_op;
 
@@ -23,6 +23,30 @@ pub fn put_op(req: pb::PutRequest) -> PutOp {
         key: req.key,
         value: req.value,
         prev_kv: req.prev_kv,
+        lease: req.lease,
+        fence: req.fence.map(fence),
+    }
+}
+
+pub fn fence(f: pb::Fence) -> Fence {
+    Fence {
+        group: f.group,
+        role: f.role,
+        token: f.token,
+    }
+}
+
+/// The gRPC status for a command the state machine refused.
+pub fn rejection(r: Rejection) -> Status {
+    let message = r.to_string();
+    match r {
+        Rejection::Invalid(_) => Status::invalid_argument(message),
+        Rejection::NotFound(_) => Status::not_found(message),
+        Rejection::AlreadyExists(_) => Status::already_exists(message),
+        Rejection::LimitExceeded(_) => Status::resource_exhausted(message),
+        Rejection::StaleRetry { .. } | Rejection::Fenced(_) | Rejection::FailedPrecondition(_) => {
+            Status::failed_precondition(message)
+        }
     }
 }
 
@@ -31,6 +55,7 @@ pub fn delete_op(req: pb::DeleteRequest) -> DeleteOp {
         key: req.key,
         prefix: req.prefix,
         prev_kv: req.prev_kv,
+        fence: req.fence.map(fence),
     }
 }
 
@@ -95,6 +120,7 @@ pub fn txn_op(req: pb::TxnRequest) -> Result<TxnOp, Status> {
         compare: req.compare.into_iter().map(compare).collect::<Result<_, _>>()?,
         success: req.success.into_iter().map(action).collect::<Result<_, _>>()?,
         failure: req.failure.into_iter().map(action).collect::<Result<_, _>>()?,
+        fence: req.fence.map(fence),
     })
 }
 
@@ -109,6 +135,7 @@ pub fn validate_range(op: &RangeOp) -> Result<(), Status> {
         compare: Vec::new(),
         success: vec![TxnAction::Range(op.clone())],
         failure: Vec::new(),
+        fence: None,
     });
     validate(&txn)
 }

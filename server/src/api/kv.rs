@@ -39,7 +39,7 @@ impl KvService {
             op,
         };
         match self.ctx.propose(Proposal::Write(command), deadline).await? {
-            Outcome::Write(Applied::Rejected(rejection)) => Err(Status::failed_precondition(rejection.to_string())),
+            Outcome::Write(Applied::Rejected(rejection)) => Err(convert::rejection(rejection)),
             Outcome::Write(applied) => Ok(applied),
             Outcome::Members(_) => Err(Status::internal("unexpected reply to a write")),
         }

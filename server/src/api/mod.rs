@@ -12,6 +12,8 @@ pub mod convert;
 pub mod deadline;
 pub mod health;
 pub mod kv;
+pub mod lease;
+pub mod lease_keeper;
 pub mod route;
 pub mod transport;
 

@@ -80,6 +80,13 @@ impl Disk {
             dir: dir.to_path_buf(),
             reason: e.to_string(),
         })?;
+        // sled opens an emptied or garbage `db` file as an empty database
+        // (checked with sled 0.34.7). So if its files were here before, a
+        // missing identity below means the data was lost, not that the node
+        // is new: starting fresh would make it forget its vote and log, and
+        // it could then vote twice in a term or elect a leader that lacks
+        // committed entries.
+        let had_files = dir.join("db").exists() || dir.join("conf").exists();
         let db = open_sled(dir)?;
         let tree = |name: &str| db.open_tree(name).map_err(|e| corrupt(e.to_string()));
         let disk = Disk {
@@ -113,6 +120,13 @@ impl Disk {
                 false
             }
             None => {
+                if had_files {
+                    return Err(corrupt(
+                        "storage files present but no identity record (damaged, emptied, or its first start was \
+                         interrupted); wipe it to rejoin as a new node"
+                            .into(),
+                    ));
+                }
                 if !disk.logs.is_empty() || !disk.snapshot.is_empty() || !disk.meta.is_empty() {
                     return Err(corrupt("Raft data present but no identity record".into()));
                 }
@@ -130,6 +144,26 @@ impl Disk {
             }
         };
         Ok((disk, fresh))
+    }
+
+    /// Makes every write so far durable (one fsync of the whole database).
+    ///
+    /// All storage code flushes through here, never with sled's
+    /// `flush_async`: in sled 0.34.7 `flush_async` parks the flush on a
+    /// thread of sled's own I/O pool, and the buffer write that flush waits
+    /// for is queued on the same pool, which only grows when more than 7
+    /// jobs wait. So 7 concurrent `flush_async` calls in one process hang
+    /// forever (spacejam/sled#1241, #1308; reproduced with sled 0.34.7 here).
+    /// The log flusher, `save_vote`, `save_committed` and snapshot writes
+    /// of one node can overlap, and several nodes in one process (tests,
+    /// simulator) multiply them. The blocking `flush` on tokio's blocking
+    /// pool waits outside sled's pool, so the writes always get a thread.
+    pub async fn flush(&self) -> sled::Result<()> {
+        let db = self.db.clone();
+        match tokio::task::spawn_blocking(move || db.flush()).await {
+            Ok(result) => result.map(|_| ()),
+            Err(e) => Err(sled::Error::ReportableBug(format!("flush task failed: {e}"))),
+        }
     }
 
     /// Cheap start-up checks: the vote, the commit marker, the first and last

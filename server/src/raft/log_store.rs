@@ -33,7 +33,7 @@ impl LogStore {
     /// runtime). The task ends when the last clone of the store is dropped.
     pub fn new(disk: Disk) -> Self {
         let (tx, rx) = mpsc::channel(FLUSH_QUEUE);
-        tokio::spawn(flusher(disk.db.clone(), rx));
+        tokio::spawn(flusher(disk.clone(), rx));
         Self { disk, flusher: tx }
     }
 
@@ -64,14 +64,14 @@ impl LogStore {
     }
 }
 
-async fn flusher(db: sled::Db, mut rx: mpsc::Receiver<LogFlushed<TypeConfig>>) {
+async fn flusher(disk: Disk, mut rx: mpsc::Receiver<LogFlushed<TypeConfig>>) {
     let mut batch = Vec::new();
     while let Some(first) = rx.recv().await {
         batch.push(first);
         while let Ok(more) = rx.try_recv() {
             batch.push(more);
         }
-        let result = db.flush_async().await.map(|_| ()).map_err(|e| e.to_string());
+        let result = disk.flush().await.map_err(|e| e.to_string());
         for callback in batch.drain(..) {
             callback.log_io_completed(result.clone().map_err(io::Error::other));
         }
@@ -123,6 +123,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 Some(entry.log_id)
             }
         };
+        // `purge` records the purge point before it deletes the entries, so
+        // after a crash between the two, entries at or below the purge point
+        // can remain. If they are all that remains (e.g. a purge up to an
+        // installed snapshot beyond the local log), the last entry is below
+        // the purge point; openraft requires last_log_id >= last_purged_log_id,
+        // so such leftovers must not count as the end of the log.
+        let last = match (last, last_purged_log_id) {
+            (Some(last), Some(purged)) if last.index <= purged.index => None,
+            (last, _) => last,
+        };
         Ok(LogState {
             last_log_id: last.or(last_purged_log_id),
             last_purged_log_id,
@@ -138,8 +148,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // A vote must be durable before it is answered: otherwise a restarted
         // node could vote twice in one term.
         self.disk
-            .db
-            .flush_async()
+            .flush()
             .await
             .map_err(|e| StorageIOError::write_vote(AnyError::new(&e)))?;
         Ok(())
@@ -150,11 +159,23 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        // Not flushed on its own: a lost commit marker only means re-applying
-        // from the snapshot up to an older commit point on restart, and the
-        // next log flush persists it anyway.
+        // The commit marker must be durable before openraft applies (and so
+        // answers clients for) the entries up to it. openraft 0.9 lets a
+        // leader that restarts with its committed vote resume leading in the
+        // same term without a new blank entry; its linearizable read index is
+        // then max(first entry of its term, this marker), and the state
+        // machine is rebuilt only up to this marker. A marker older than the
+        // last acknowledged write would let reads after the restart miss
+        // acknowledged writes (they are in the log, but not yet re-committed).
+        // openraft calls this once per commit advance, so the cost is one
+        // fsync per commit batch; the flush also covers the entries below it.
         self.note_committed(committed);
-        self.write_meta(KEY_COMMITTED, "committed log id", &committed)
+        self.write_meta(KEY_COMMITTED, "committed log id", &committed)?;
+        self.disk
+            .flush()
+            .await
+            .map_err(|e| StorageIOError::write(AnyError::new(&e)))?;
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {

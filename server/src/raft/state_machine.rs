@@ -13,6 +13,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard};
 use openraft::storage::RaftStateMachine;
 use openraft::{AnyError, EntryPayload, OptionalSend, RaftSnapshotBuilder, StorageIOError};
 use serde::{Deserialize, Serialize};
+use sled::transaction::{ConflictableTransactionError, TransactionError};
 use tokio::sync::watch;
 
 use super::codec;
@@ -82,17 +83,42 @@ impl StateMachineStore {
         self.revision.subscribe()
     }
 
+    /// Stores `meta` and `data` as the current snapshot, unless the stored one
+    /// is newer.
+    ///
+    /// openraft builds snapshots in a spawned task while its state machine
+    /// worker may install a (newer) snapshot from the leader. A build that
+    /// read the state before the install and writes after it would otherwise
+    /// replace the installed snapshot with an older one, although openraft
+    /// has already purged the log up to the installed one: after a restart
+    /// the node would lack the entries between the two, and it would send
+    /// the older snapshot to followers. openraft itself ignores a built
+    /// snapshot that is not newer than its current one, so skipping the
+    /// write keeps disk and openraft in step. The check and the write are one
+    /// sled transaction, so two writers cannot interleave between them.
     async fn persist_snapshot(&self, meta: &SnapshotMeta, data: &[u8]) -> Result<(), StorageError> {
         let signature = Some(meta.signature());
-        let err = |e: &dyn std::error::Error| {
+        let err = |e: &dyn std::fmt::Display| {
             StorageIOError::write_snapshot(signature.clone(), AnyError::error(e.to_string()))
         };
-        let meta_bytes = codec::encode("snapshot meta", meta).map_err(|e| err(&e))?;
-        let mut batch = sled::Batch::default();
-        batch.insert(KEY_SNAPSHOT_META, meta_bytes);
-        batch.insert(KEY_SNAPSHOT_DATA, data);
-        self.disk.snapshot.apply_batch(batch).map_err(|e| err(&e))?;
-        self.disk.db.flush_async().await.map_err(|e| err(&e))?;
+        let meta_bytes = sled::IVec::from(codec::encode("snapshot meta", meta).map_err(|e| err(&e))?);
+        let data = sled::IVec::from(data);
+        self.disk
+            .snapshot
+            .transaction(|tx| {
+                if let Some(stored) = tx.get(KEY_SNAPSHOT_META)? {
+                    let stored: SnapshotMeta = codec::decode("snapshot meta", &stored)
+                        .map_err(|e| ConflictableTransactionError::Abort(e.to_string()))?;
+                    if stored.last_log_id > meta.last_log_id {
+                        return Ok(());
+                    }
+                }
+                tx.insert(KEY_SNAPSHOT_META, meta_bytes.clone())?;
+                tx.insert(KEY_SNAPSHOT_DATA, data.clone())?;
+                Ok(())
+            })
+            .map_err(|e: TransactionError<String>| err(&e))?;
+        self.disk.flush().await.map_err(|e| err(&e))?;
         Ok(())
     }
 }
@@ -201,16 +227,15 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
         let err = |e: String| StorageError::from(StorageIOError::read_snapshot(None, AnyError::error(e)));
-        let meta = self
+        // Both keys in one transaction: a snapshot build persisting in
+        // another task between two plain reads would pair old metadata with
+        // new data, and a follower installing that would take the state for
+        // an older log position and apply some entries twice.
+        let (meta, data) = self
             .disk
             .snapshot
-            .get(KEY_SNAPSHOT_META)
-            .map_err(|e| err(e.to_string()))?;
-        let data = self
-            .disk
-            .snapshot
-            .get(KEY_SNAPSHOT_DATA)
-            .map_err(|e| err(e.to_string()))?;
+            .transaction(|tx| Ok((tx.get(KEY_SNAPSHOT_META)?, tx.get(KEY_SNAPSHOT_DATA)?)))
+            .map_err(|e: TransactionError<String>| err(e.to_string()))?;
         match (meta, data) {
             (Some(meta), Some(data)) => {
                 let meta: SnapshotMeta = codec::decode("snapshot meta", &meta).map_err(|e| err(e.to_string()))?;

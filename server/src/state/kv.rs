@@ -1,13 +1,17 @@
-//! The key-value store: current values only, one global revision.
+//! The key-value store: current values only.
 //!
 //! This is the etcd v3 model without history: every key carries
-//! `create_revision`, `mod_revision`, `version` and a lease, and every
-//! mutation moves the store to a new revision. Old values are not kept (the
-//! watch history is a separate, bounded structure).
+//! `create_revision`, `mod_revision`, `version` and a lease. The revision
+//! itself belongs to the whole state (leases and elections move it too):
+//! operations here write at the entry's revision, `Effects::at`, and report
+//! what they changed as events; the state moves its revision when an entry
+//! emitted any. Old values are not kept (the watch history is a separate,
+//! bounded structure).
 //!
 //! Operations here assume the operation already passed
-//! [`validate_op`](super::validate_op); [`Kv::apply_op`] then cannot fail
-//! part-way, which is what makes a transaction atomic without a rollback.
+//! [`validate_op`](super::validate_op) and the state's lease and fence
+//! checks; [`Kv::apply_op`] then cannot fail part-way, which is what makes a
+//! transaction atomic without a rollback.
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -16,8 +20,10 @@ use serde::{Deserialize, Serialize};
 
 use super::command::{
     Compare, CompareResult, CompareTarget, DeleteOp, DeleteResult, KeyValue, Op, PutOp, PutResult, RangeOp,
-    RangeResult, Rejection, Response, TxnAction, TxnActionResult, TxnOp, TxnResult,
+    RangeResult, Response, TxnAction, TxnActionResult, TxnOp, TxnResult,
 };
+use super::events::Event;
+use super::Effects;
 use crate::limits;
 
 /// One key's value and metadata; the key itself is the map key.
@@ -43,79 +49,61 @@ impl Entry {
     }
 }
 
-/// The current pairs and the store revision.
+/// The current pairs.
 ///
 /// A `BTreeMap`, not a hash map: range results come out in key order, and
 /// iteration (hence serialization) is identical on every replica.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(super) struct Kv {
-    /// Revision of the newest mutation; 0 for an empty, never-written store.
-    pub(super) revision: u64,
     pub(super) keys: BTreeMap<Vec<u8>, Entry>,
 }
 
 impl Kv {
-    pub(super) fn revision(&self) -> u64 {
-        self.revision
-    }
-
     pub(super) fn len(&self) -> usize {
         self.keys.len()
     }
 
-    /// Executes a validated operation.
+    /// The lease `key` is attached to (0 for none), if the key exists.
+    pub(super) fn lease_of(&self, key: &[u8]) -> Option<i64> {
+        self.keys.get(key).map(|e| e.lease)
+    }
+
+    /// Executes a validated, checked operation at revision `fx.at`,
+    /// appending its events and lease moves to `fx`. Revisions in the
+    /// response are left for the caller to fill in: the entry's revision is
+    /// known only once the whole entry has run.
     ///
-    /// A put bumps the revision by one; a delete by one if it removed
-    /// anything; a transaction by one if any of its operations changed the
-    /// store (all its changes share that revision).
-    pub(super) fn apply_op(&mut self, op: &Op) -> Response {
-        // Every mutation needs `revision + 1`. u64 will not run out in
-        // practice (a billion writes a second for 500 years), but a command
-        // must never panic, so the one way to overflow is a deterministic
-        // rejection rather than an arithmetic panic or a wrap to 0.
-        let Some(next) = self.revision.checked_add(1) else {
-            return Response::Rejected(Rejection::Invalid(
-                "the store revision has reached u64::MAX; no further writes are possible".into(),
-            ));
-        };
-        let before = self.revision;
-        let response = match op {
-            Op::Put(put) => {
-                let prev_kv = self.put_at(next, put);
-                self.revision = next;
-                Response::Put(PutResult {
-                    revision: next,
-                    prev_kv,
-                })
-            }
+    /// A put always changes the store; a delete if it removed anything; a
+    /// transaction if any of its operations did (all its changes share the
+    /// entry's revision).
+    pub(super) fn apply_op(&mut self, op: &Op, fx: &mut Effects) -> Response {
+        match op {
+            Op::Put(put) => Response::Put(PutResult {
+                revision: 0,
+                prev_kv: self.put_at(put, fx),
+            }),
             Op::Delete(delete) => {
-                let (deleted, prev_kvs) = self.delete(delete);
-                if deleted > 0 {
-                    self.revision = next;
-                }
+                let (deleted, prev_kvs) = self.delete(delete, fx);
                 Response::Delete(DeleteResult {
-                    revision: self.revision,
+                    revision: 0,
                     deleted,
                     prev_kvs,
                 })
             }
-            Op::Txn(txn) => Response::Txn(self.txn(next, txn)),
-        };
-        debug_assert!(
-            self.revision == before || self.revision == next,
-            "one command moves the revision by at most one"
-        );
-        response
+            Op::Txn(txn) => Response::Txn(self.txn(txn, fx)),
+            // Not a KV operation: the state never routes one here.
+            _ => Response::None,
+        }
     }
 
-    /// Reads at the current revision.
-    pub(super) fn range(&self, op: &RangeOp) -> RangeResult {
-        self.range_within(op, limits::MAX_RANGE_BYTES)
+    /// Reads the current pairs; `revision` is the store revision to report.
+    pub(super) fn range(&self, op: &RangeOp, revision: u64) -> RangeResult {
+        self.range_within(op, limits::MAX_RANGE_BYTES, revision)
     }
 
     /// [`Kv::range`] with the byte budget as a parameter, so tests can reach
     /// the budget without megabytes of data.
-    fn range_within(&self, op: &RangeOp, max_bytes: usize) -> RangeResult {
+    pub(super) fn range_within(&self, op: &RangeOp, max_bytes: usize, revision: u64) -> RangeResult {
         let max_pairs = match op.limit {
             0 => limits::MAX_RANGE_RESULTS,
             n => usize::try_from(n).map_or(limits::MAX_RANGE_RESULTS, |n| n.min(limits::MAX_RANGE_RESULTS)),
@@ -142,7 +130,7 @@ impl Kv {
         count += matches.count() as u64;
         debug_assert!(kvs.len() as u64 <= count);
         RangeResult {
-            revision: self.revision,
+            revision,
             // Like etcd, a count-only range reports `more: false`: it asked
             // for the count, which is complete.
             more: (kvs.len() as u64) < count && !op.count_only,
@@ -161,53 +149,74 @@ impl Kv {
             .take_while(move |(k, _)| !prefix || k.starts_with(key))
     }
 
-    /// Writes one pair at revision `at` (the caller moves the store revision)
-    /// and returns the previous pair if asked for.
-    fn put_at(&mut self, at: u64, op: &PutOp) -> Option<KeyValue> {
-        debug_assert!(at > self.revision, "a put must be at a new revision");
-        match self.keys.get_mut(op.key.as_slice()) {
+    /// Writes one pair at revision `fx.at` and returns the previous pair if
+    /// asked for. The key takes the put's lease (0: none), and `fx` records
+    /// the move from the lease it had.
+    fn put_at(&mut self, op: &PutOp, fx: &mut Effects) -> Option<KeyValue> {
+        let at = fx.at;
+        let (prev, old_lease, kv) = match self.keys.get_mut(op.key.as_slice()) {
             Some(entry) => {
+                debug_assert!(at >= entry.mod_revision, "a put must not go back in revisions");
                 let prev = op.prev_kv.then(|| entry.to_key_value(&op.key, true));
+                let old_lease = entry.lease;
                 entry.value.clone_from(&op.value);
                 entry.mod_revision = at;
                 // Saturating: the version cannot realistically reach u64::MAX,
-                // and a put must never panic. The lease is kept as it is.
+                // and a put must never panic.
                 entry.version = entry.version.saturating_add(1);
-                prev
+                entry.lease = op.lease;
+                (prev, old_lease, entry.to_key_value(&op.key, true))
             }
             None => {
-                self.keys.insert(
-                    op.key.clone(),
-                    Entry {
-                        value: op.value.clone(),
-                        create_revision: at,
-                        mod_revision: at,
-                        version: 1,
-                        lease: 0,
-                    },
-                );
-                None
+                let entry = Entry {
+                    value: op.value.clone(),
+                    create_revision: at,
+                    mod_revision: at,
+                    version: 1,
+                    lease: op.lease,
+                };
+                let kv = entry.to_key_value(&op.key, true);
+                self.keys.insert(op.key.clone(), entry);
+                (None, 0, kv)
             }
+        };
+        if old_lease != op.lease {
+            fx.lease_moves.push((op.key.clone(), old_lease, op.lease));
         }
+        fx.events.push(Event::Put(kv));
+        prev
     }
 
     /// Removes every pair the op selects; returns how many, and the removed
-    /// pairs if asked for. The caller moves the revision if any went.
-    fn delete(&mut self, op: &DeleteOp) -> (u64, Vec<KeyValue>) {
+    /// pairs if asked for.
+    fn delete(&mut self, op: &DeleteOp, fx: &mut Effects) -> (u64, Vec<KeyValue>) {
         let doomed: Vec<Vec<u8>> = self.matching(&op.key, op.prefix).map(|(k, _)| k.clone()).collect();
         let mut prev_kvs = Vec::new();
-        for key in &doomed {
-            if let Some(entry) = self.keys.remove(key) {
+        let mut deleted: u64 = 0;
+        for key in doomed {
+            if let Some(prev) = self.remove(&key, fx) {
+                deleted += 1;
                 if op.prev_kv {
-                    prev_kvs.push(entry.to_key_value(key, true));
+                    prev_kvs.push(prev);
                 }
             }
         }
-        (doomed.len() as u64, prev_kvs)
+        (deleted, prev_kvs)
+    }
+
+    /// Removes one key, recording a delete event and the lease detach.
+    pub(super) fn remove(&mut self, key: &[u8], fx: &mut Effects) -> Option<KeyValue> {
+        let entry = self.keys.remove(key)?;
+        let prev = entry.to_key_value(key, true);
+        if entry.lease != 0 {
+            fx.lease_moves.push((key.to_vec(), entry.lease, 0));
+        }
+        fx.events.push(Event::Delete(prev.clone()));
+        Some(prev)
     }
 
     /// Evaluates one compare against the current store.
-    fn holds(&self, compare: &Compare) -> bool {
+    pub(super) fn holds(&self, compare: &Compare) -> bool {
         let entry = self.keys.get(compare.key.as_slice());
         let ordering = match &compare.target {
             CompareTarget::Version(v) => entry.map_or(0, |e| e.version).cmp(v),
@@ -228,59 +237,47 @@ impl Kv {
         }
     }
 
+    /// The branch a transaction takes: whether all its compares hold. Every
+    /// compare sees the store as it was before the transaction.
+    pub(super) fn txn_succeeds(&self, op: &TxnOp) -> bool {
+        op.compare.iter().all(|c| self.holds(c))
+    }
+
     /// Runs a transaction whose mutations, if any, all land at revision
-    /// `next`.
-    fn txn(&mut self, next: u64, op: &TxnOp) -> TxnResult {
-        // Every compare sees the store as it was before the transaction.
-        let succeeded = op.compare.iter().all(|c| self.holds(c));
+    /// `fx.at`.
+    fn txn(&mut self, op: &TxnOp, fx: &mut Effects) -> TxnResult {
+        let succeeded = self.txn_succeeds(op);
         let actions = if succeeded { &op.success } else { &op.failure };
-        let mut mutated = false;
         let mut responses = Vec::with_capacity(actions.len());
         for action in actions {
             // Each action sees the effects of the earlier ones.
             responses.push(match action {
-                TxnAction::Range(range) => TxnActionResult::Range(self.range(range)),
-                TxnAction::Put(put) => {
-                    mutated = true;
-                    TxnActionResult::Put(PutResult {
-                        revision: next,
-                        prev_kv: self.put_at(next, put),
-                    })
-                }
+                TxnAction::Range(range) => TxnActionResult::Range(self.range(range, 0)),
+                TxnAction::Put(put) => TxnActionResult::Put(PutResult {
+                    revision: 0,
+                    prev_kv: self.put_at(put, fx),
+                }),
                 TxnAction::Delete(delete) => {
-                    let (deleted, prev_kvs) = self.delete(delete);
-                    mutated |= deleted > 0;
+                    let (deleted, prev_kvs) = self.delete(delete, fx);
                     TxnActionResult::Delete(DeleteResult {
-                        revision: next,
+                        revision: 0,
                         deleted,
                         prev_kvs,
                     })
                 }
             });
         }
-        if mutated {
-            self.revision = next;
-        }
-        // Every result reports the revision the transaction ended at, also
-        // ranges that ran before a later put in the same transaction.
-        let revision = self.revision;
-        for response in &mut responses {
-            match response {
-                TxnActionResult::Range(r) => r.revision = revision,
-                TxnActionResult::Put(r) => r.revision = revision,
-                TxnActionResult::Delete(r) => r.revision = revision,
-            }
-        }
         TxnResult {
-            revision,
+            revision: 0,
             succeeded,
             responses,
         }
     }
 
-    /// Checks what must hold of any store this code produced, for snapshots
-    /// from elsewhere and for tests. O(number of keys).
-    pub(super) fn check_invariants(&self) -> Result<(), String> {
+    /// Checks what must hold of any store this code produced at store
+    /// revision `revision`, for snapshots from elsewhere and for tests.
+    /// O(number of keys).
+    pub(super) fn check_invariants(&self, revision: u64) -> Result<(), String> {
         for (key, e) in &self.keys {
             let show = || String::from_utf8_lossy(key).into_owned();
             if key.is_empty() || key.len() > limits::MAX_KEY_BYTES {
@@ -289,13 +286,16 @@ impl Kv {
             if e.version == 0 {
                 return Err(format!("key {:?} has version 0", show()));
             }
-            if e.create_revision == 0 || e.create_revision > e.mod_revision || e.mod_revision > self.revision {
+            if e.lease < 0 {
+                return Err(format!("key {:?} has lease {}", show(), e.lease));
+            }
+            if e.create_revision == 0 || e.create_revision > e.mod_revision || e.mod_revision > revision {
                 return Err(format!(
                     "key {:?}: create_revision {} / mod_revision {} / store revision {} out of order",
                     show(),
                     e.create_revision,
                     e.mod_revision,
-                    self.revision
+                    revision
                 ));
             }
         }
@@ -305,13 +305,68 @@ impl Kv {
 
 #[cfg(test)]
 pub(super) mod tests {
+    use std::ops::{Deref, DerefMut};
+
     use super::*;
+    use crate::state::command::Rejection;
+
+    /// The store plus a revision, driven the way `State::apply` drives it
+    /// (tests only; shadows the real `Kv` in this module).
+    #[derive(Clone, Debug, Default, PartialEq, Eq)]
+    pub(super) struct Kv {
+        inner: super::Kv,
+        pub(super) revision: u64,
+    }
+
+    impl Deref for Kv {
+        type Target = super::Kv;
+        fn deref(&self) -> &super::Kv {
+            &self.inner
+        }
+    }
+
+    impl DerefMut for Kv {
+        fn deref_mut(&mut self) -> &mut super::Kv {
+            &mut self.inner
+        }
+    }
+
+    impl Kv {
+        pub(super) fn apply_op(&mut self, op: &Op) -> Response {
+            let Some(at) = self.revision.checked_add(1) else {
+                return Response::Rejected(Rejection::Invalid("revision at u64::MAX".into()));
+            };
+            let mut fx = Effects::new(at, 0);
+            let mut response = self.inner.apply_op(op, &mut fx);
+            if !fx.events.is_empty() {
+                self.revision = at;
+            }
+            response.set_revision(self.revision);
+            response
+        }
+
+        pub(super) fn revision(&self) -> u64 {
+            self.revision
+        }
+
+        pub(super) fn range(&self, op: &RangeOp) -> RangeResult {
+            self.inner.range(op, self.revision)
+        }
+
+        fn range_within(&self, op: &RangeOp, max_bytes: usize) -> RangeResult {
+            self.inner.range_within(op, max_bytes, self.revision)
+        }
+
+        pub(super) fn check_invariants(&self) -> Result<(), String> {
+            self.inner.check_invariants(self.revision)
+        }
+    }
 
     pub(crate) fn put(key: &[u8], value: &[u8]) -> PutOp {
         PutOp {
             key: key.to_vec(),
             value: value.to_vec(),
-            prev_kv: false,
+            ..PutOp::default()
         }
     }
 
@@ -327,6 +382,7 @@ pub(super) mod tests {
             key: key.to_vec(),
             prefix,
             prev_kv,
+            fence: None,
         }
     }
 
@@ -383,6 +439,7 @@ pub(super) mod tests {
             compare,
             success,
             failure,
+            fence: None,
         })) {
             Response::Txn(r) => r,
             other => panic!("expected a txn result, got {other:?}"),
@@ -454,14 +511,72 @@ pub(super) mod tests {
     }
 
     #[test]
-    fn put_keeps_lease() {
+    fn put_sets_and_clears_the_lease() {
         let mut s = store(&[b"a"]);
-        if let Some(e) = s.keys.get_mut(b"a".as_slice()) {
-            e.lease = 77;
-        }
-        let r = do_put(&mut s, put_prev(b"a", b"new"));
-        assert_eq!(r.prev_kv.map(|kv| kv.lease), Some(77));
-        assert_eq!(s.range(&get(b"a")).kvs[0].lease, 77);
+        let mut fx = Effects::new(2, 0);
+        s.inner.apply_op(
+            &Op::Put(PutOp {
+                lease: 77,
+                ..put(b"a", b"leased")
+            }),
+            &mut fx,
+        );
+        assert_eq!(fx.lease_moves, vec![(b"a".to_vec(), 0, 77)]);
+        assert_eq!(s.lease_of(b"a"), Some(77));
+        // The same lease again: no move.
+        let mut fx = Effects::new(3, 0);
+        s.inner.apply_op(
+            &Op::Put(PutOp {
+                lease: 77,
+                prev_kv: true,
+                ..put(b"a", b"again")
+            }),
+            &mut fx,
+        );
+        assert!(fx.lease_moves.is_empty());
+        // A put without a lease detaches the key.
+        let mut fx = Effects::new(4, 0);
+        let r = s.inner.apply_op(&Op::Put(put_prev(b"a", b"plain")), &mut fx);
+        assert!(matches!(r, Response::Put(PutResult { prev_kv: Some(ref kv), .. }) if kv.lease == 77));
+        assert_eq!(fx.lease_moves, vec![(b"a".to_vec(), 77, 0)]);
+        assert_eq!(s.lease_of(b"a"), Some(0));
+        // Deleting a leased key detaches it.
+        s.inner.apply_op(
+            &Op::Put(PutOp {
+                lease: 5,
+                ..put(b"b", b"")
+            }),
+            &mut Effects::new(5, 0),
+        );
+        let mut fx = Effects::new(6, 0);
+        s.inner.apply_op(&Op::Delete(delete(b"", true, false)), &mut fx);
+        assert_eq!(fx.lease_moves, vec![(b"b".to_vec(), 5, 0)]);
+        assert_eq!(fx.events.len(), 2);
+    }
+
+    #[test]
+    fn events_describe_each_change() {
+        let mut s = store(&[b"a"]);
+        let mut fx = Effects::new(2, 0);
+        s.inner.apply_op(
+            &Op::Txn(TxnOp {
+                success: vec![
+                    TxnAction::Put(put(b"b", b"1")),
+                    TxnAction::Range(get(b"b")),
+                    TxnAction::Delete(delete(b"a", false, false)),
+                    TxnAction::Delete(delete(b"zz", false, false)),
+                ],
+                ..TxnOp::default()
+            }),
+            &mut fx,
+        );
+        assert_eq!(
+            fx.events,
+            vec![
+                Event::Put(kv(b"b", b"1", 2, 2, 1)),
+                Event::Delete(kv(b"a", b"v", 1, 1, 1)),
+            ]
+        );
     }
 
     #[test]
@@ -910,28 +1025,6 @@ pub(super) mod tests {
     }
 
     #[test]
-    fn revision_exhaustion_is_a_rejection() {
-        let mut s = store(&[b"a"]);
-        s.revision = u64::MAX;
-        let before = s.clone();
-        for op in [
-            Op::Put(put(b"a", b"b")),
-            Op::Delete(delete(b"", true, false)),
-            Op::Txn(TxnOp {
-                compare: vec![],
-                success: vec![],
-                failure: vec![],
-            }),
-        ] {
-            match s.apply_op(&op) {
-                Response::Rejected(Rejection::Invalid(msg)) => assert!(msg.contains("u64::MAX")),
-                other => panic!("{other:?}"),
-            }
-        }
-        assert_eq!(s, before);
-    }
-
-    #[test]
     fn invariants_catch_bad_stores() {
         let good = store(&[b"a"]);
         check(&good);
@@ -950,7 +1043,8 @@ pub(super) mod tests {
         }
         assert!(bad.check_invariants().is_err());
         let mut bad = good;
-        bad.keys.insert(Vec::new(), bad.keys[b"a".as_slice()].clone());
+        let entry = bad.keys[b"a".as_slice()].clone();
+        bad.keys.insert(Vec::new(), entry);
         assert!(bad.check_invariants().is_err());
     }
 }

@@ -20,7 +20,10 @@ use super::State;
 /// First bytes of every state snapshot ("Roster STate Snapshot").
 pub const SNAPSHOT_MAGIC: [u8; 4] = *b"RSTS";
 /// Version of the layout after the magic; bump it on any change.
-pub const SNAPSHOT_FORMAT_VERSION: u8 = 1;
+///
+/// 2: leases, topology, elections and the watch history; the revision moved
+/// from the KV store to the state.
+pub const SNAPSHOT_FORMAT_VERSION: u8 = 2;
 
 const HEADER_LEN: usize = SNAPSHOT_MAGIC.len() + 1;
 const CHECKSUM_LEN: usize = 4;
@@ -171,10 +174,17 @@ mod tests {
         let e = decode(b"{\"json\": true}").err();
         assert!(matches!(e, Some(SnapshotError::BadMagic { found }) if &found == b"{\"js"));
         let mut future = encode(&State::default());
-        future[4] = 2;
+        future[4] = SNAPSHOT_FORMAT_VERSION + 1;
         assert!(matches!(
             decode(&future),
-            Err(SnapshotError::UnsupportedVersion { found: 2 })
+            Err(SnapshotError::UnsupportedVersion { found }) if found == SNAPSHOT_FORMAT_VERSION + 1
+        ));
+        // Version 1 (before leases and elections) is refused, not misread.
+        let mut old = encode(&State::default());
+        old[4] = 1;
+        assert!(matches!(
+            decode(&old),
+            Err(SnapshotError::UnsupportedVersion { found: 1 })
         ));
     }
 
@@ -200,7 +210,7 @@ mod tests {
         let e = SnapshotError::UnsupportedVersion { found: 9 };
         assert_eq!(
             e.to_string(),
-            "state snapshot format version 9 is not supported; this build reads version 1"
+            "state snapshot format version 9 is not supported; this build reads version 2"
         );
         let e = SnapshotError::ChecksumMismatch { stored: 1, computed: 2 };
         assert_eq!(

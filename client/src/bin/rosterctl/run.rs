@@ -135,6 +135,7 @@ async fn kv(client: &Client, cmd: KvCommand, stdin_value: Option<Vec<u8>>, json:
                     value,
                     prev_kv,
                     request_id: None,
+                    ..Default::default()
                 })
                 .await?;
             output::put(&r, prev_kv, json)
@@ -173,6 +174,7 @@ async fn kv(client: &Client, cmd: KvCommand, stdin_value: Option<Vec<u8>>, json:
                     prefix,
                     prev_kv,
                     request_id: None,
+                    ..Default::default()
                 })
                 .await?;
             output::delete(&r, prev_kv, json)
@@ -188,6 +190,7 @@ async fn kv(client: &Client, cmd: KvCommand, stdin_value: Option<Vec<u8>>, json:
                     success,
                     failure,
                     request_id: None,
+                    ..Default::default()
                 })
                 .await?;
             output::txn(&r, json)

@@ -1,0 +1,201 @@
+//! `roster.v1.Lease`: grant, revoke, keepalive, time-to-live, list.
+//!
+//! Keepalives are served by the leader only: each renewal on the stream goes
+//! to the [`LeaseKeeper`], which answers once the renewal is committed
+//! (rule 4). A follower fails the stream with `UNAVAILABLE` and the leader's
+//! address in `roster-leader`, and the client reconnects there.
+
+use std::pin::Pin;
+
+use futures::Stream;
+use roster_proto::v1 as pb;
+use roster_proto::v1::lease_server::Lease;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::lease_keeper::LeaseKeeper;
+use super::route::{Outcome, Proposal, RouteError};
+use super::{convert, deadline, NodeContext};
+use crate::state::command::{Command, LeaseGrantOp, LeaseRevokeOp, Op, Response as Applied};
+
+/// Keepalive answers buffered per stream before the sender waits.
+const STREAM_BUFFER: usize = 64;
+
+pub struct LeaseService {
+    ctx: NodeContext,
+    keeper: LeaseKeeper,
+}
+
+impl LeaseService {
+    pub fn new(ctx: NodeContext, keeper: LeaseKeeper) -> Self {
+        Self { ctx, keeper }
+    }
+
+    fn header(&self, revision: u64, serializable: bool) -> pb::ResponseHeader {
+        pb::ResponseHeader {
+            revision,
+            raft_term: self.ctx.metrics().current_term,
+            member_id: self.ctx.id,
+            serializable,
+        }
+    }
+
+    async fn write(
+        &self,
+        deadline: tokio::time::Instant,
+        op: Op,
+        request_id: Option<pb::RequestId>,
+    ) -> Result<Applied, Status> {
+        convert::validate(&op)?;
+        let command = Command {
+            request_id: convert::request_id(request_id),
+            stamp_ms: 0,
+            op,
+        };
+        match self.ctx.propose(Proposal::Write(command), deadline).await? {
+            Outcome::Write(Applied::Rejected(rejection)) => Err(convert::rejection(rejection)),
+            Outcome::Write(applied) => Ok(applied),
+            Outcome::Members(_) => Err(Status::internal("unexpected reply to a lease write")),
+        }
+    }
+}
+
+type KeepAliveStream = Pin<Box<dyn Stream<Item = Result<pb::LeaseKeepAliveResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Lease for LeaseService {
+    async fn grant(&self, request: Request<pb::LeaseGrantRequest>) -> Result<Response<pb::LeaseGrantResponse>, Status> {
+        let deadline = deadline::of(&request, self.ctx.request_timeout);
+        let req = request.into_inner();
+        let op = Op::LeaseGrant(LeaseGrantOp {
+            id: req.id,
+            ttl_ms: req.ttl_ms,
+        });
+        match self.write(deadline, op, req.request_id).await? {
+            Applied::LeaseGrant(r) => Ok(Response::new(pb::LeaseGrantResponse {
+                header: Some(self.header(r.revision, false)),
+                id: r.id,
+                ttl_ms: r.ttl_ms,
+            })),
+            other => Err(mismatch(&other)),
+        }
+    }
+
+    async fn revoke(
+        &self,
+        request: Request<pb::LeaseRevokeRequest>,
+    ) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
+        let deadline = deadline::of(&request, self.ctx.request_timeout);
+        let req = request.into_inner();
+        match self
+            .write(deadline, Op::LeaseRevoke(LeaseRevokeOp { id: req.id }), req.request_id)
+            .await?
+        {
+            Applied::LeaseRevoke(ack) => Ok(Response::new(pb::LeaseRevokeResponse {
+                header: Some(self.header(ack.revision, false)),
+            })),
+            other => Err(mismatch(&other)),
+        }
+    }
+
+    type KeepAliveStream = KeepAliveStream;
+
+    async fn keep_alive(
+        &self,
+        request: Request<Streaming<pb::LeaseKeepAliveRequest>>,
+    ) -> Result<Response<Self::KeepAliveStream>, Status> {
+        // Refuse at once on a follower so the client moves to the leader.
+        let m = self.ctx.metrics();
+        if m.current_leader != Some(self.ctx.id) {
+            let leader = m.current_leader.and_then(|l| self.ctx.member_addr(l).map(|a| (l, a)));
+            return Err(RouteError::NotLeader { leader }.into());
+        }
+        let mut incoming = request.into_inner();
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        let keeper = self.keeper.clone();
+        let ctx = self.ctx.clone();
+        tokio::spawn(async move {
+            // One renewal at a time per stream: answers stay in request
+            // order, which is how the client matches them to send times.
+            while let Some(next) = incoming.next().await {
+                let answer = match next {
+                    Err(_) => break,
+                    Ok(req) => match keeper.renew(req.id).await {
+                        Ok(ttl_ms) => Ok(pb::LeaseKeepAliveResponse {
+                            header: Some(pb::ResponseHeader {
+                                revision: ctx.state.read().state.revision(),
+                                raft_term: ctx.metrics().current_term,
+                                member_id: ctx.id,
+                                serializable: false,
+                            }),
+                            id: req.id,
+                            ttl_ms,
+                        }),
+                        Err(e) => Err(Status::from(e)),
+                    },
+                };
+                let failed = answer.is_err();
+                if tx.send(answer).await.is_err() || failed {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn time_to_live(
+        &self,
+        request: Request<pb::LeaseTimeToLiveRequest>,
+    ) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
+        let deadline = deadline::of(&request, self.ctx.request_timeout);
+        self.ctx.read_barrier(deadline).await?;
+        let req = request.into_inner();
+        let applied = self.ctx.state.read();
+        let Some(info) = applied.state.lease(req.id) else {
+            return Err(Status::not_found(format!("lease {} does not exist", req.id)));
+        };
+        let keys = if req.keys {
+            applied.state.lease_keys(req.id).unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let revision = applied.state.revision();
+        drop(applied);
+        Ok(Response::new(pb::LeaseTimeToLiveResponse {
+            header: Some(self.header(revision, false)),
+            id: info.id,
+            granted_ttl_ms: info.ttl_ms,
+            remaining_ms: info.remaining_ms,
+            keys,
+        }))
+    }
+
+    async fn list(&self, request: Request<pb::LeaseListRequest>) -> Result<Response<pb::LeaseListResponse>, Status> {
+        let deadline = deadline::of(&request, self.ctx.request_timeout);
+        self.ctx.read_barrier(deadline).await?;
+        let applied = self.ctx.state.read();
+        let leases = applied
+            .state
+            .leases()
+            .into_iter()
+            .map(|l| pb::LeaseStatus {
+                id: l.id,
+                ttl_ms: l.ttl_ms,
+                remaining_ms: l.remaining_ms,
+                attached_keys: l.keys,
+            })
+            .collect();
+        let revision = applied.state.revision();
+        drop(applied);
+        Ok(Response::new(pb::LeaseListResponse {
+            header: Some(self.header(revision, false)),
+            leases,
+        }))
+    }
+}
+
+fn mismatch(applied: &Applied) -> Status {
+    Status::internal(format!("state machine answered a lease request with {applied:?}"))
+}

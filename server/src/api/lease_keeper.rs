@@ -1,0 +1,452 @@
+//! The leader's lease keeper: batches renewals, checkpoints remaining TTLs,
+//! and decides expiry — always through committed entries (DESIGN.md rules
+//! 3–5).
+//!
+//! It runs on every node and does nothing unless this node leads. On taking
+//! office it first waits until its state machine has applied everything the
+//! previous leaders committed (a read barrier on its own blank entry), then
+//! starts each lease at the `remaining_ms` of the newest renewal or
+//! checkpoint in the log — never at a full TTL (a dead client's lease would
+//! live forever through leader changes) and never at zero (a live client's
+//! lease would end early).
+//!
+//! While leading it keeps a deadline per lease on its monotonic clock:
+//! * a renewal is proposed in a batch (one entry carries every renewal that
+//!   arrived while the previous batch was being committed) and answered only
+//!   from the committed entry; the deadline becomes "now + TTL" when the
+//!   commit is seen, which is never earlier than the client's own view;
+//! * every [`CHECKPOINT_EVERY`] the remaining TTLs are committed;
+//! * a lease whose deadline passed is proposed for expiry with the renewal
+//!   count the keeper saw, so a renewal committed meanwhile wins;
+//! * if the keeper's own timer fired late by more than [`STALL_BOUND`] (a
+//!   paused process, an overloaded machine), every deadline is pushed back by
+//!   the stall before anything is expired: the clients could not renew while
+//!   the leader was not running.
+//!
+//! Bound on a dead client's lease: TTL after its last committed renewal,
+//! plus one tick and one commit; each leader change can add the time since
+//! the last checkpoint plus the election (at most [`CHECKPOINT_EVERY`] +
+//! the election timeout + this keeper's start-up barrier).
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{Instant, MissedTickBehavior};
+
+use super::route::{Outcome, Proposal, RouteError};
+use super::NodeContext;
+use crate::limits;
+use crate::state::command::{Command, LeaseCheckpointOp, LeaseExpireOp, LeaseRenewOp, LeaseSeen, Op, Response};
+
+/// How often the keeper looks at deadlines.
+pub const TICK: Duration = Duration::from_millis(100);
+/// How often remaining TTLs are committed (rule 5).
+pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+/// A tick later than this is a stall: deadlines move back by it.
+pub const STALL_BOUND: Duration = Duration::from_millis(500);
+/// Renewals queued at once; a keepalive beyond this waits (backpressure).
+const QUEUE: usize = 16 * 1024;
+
+/// Handle to the keeper task.
+#[derive(Clone)]
+pub struct LeaseKeeper {
+    tx: mpsc::Sender<Renewal>,
+}
+
+/// Where a renewal's answer goes: the TTL, 0 if the lease is gone.
+type Reply = oneshot::Sender<Result<u64, RouteError>>;
+
+struct Renewal {
+    id: i64,
+    reply: Reply,
+}
+
+impl LeaseKeeper {
+    /// Starts the keeper task for this node.
+    pub fn start(ctx: NodeContext) -> Self {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        tokio::spawn(Keeper::new(ctx).run(rx));
+        Self { tx }
+    }
+
+    /// Renews lease `id` through a committed entry. Answers the TTL it was
+    /// renewed for, or 0 if the lease does not exist. Fails with
+    /// `NotLeader` when this node does not lead.
+    pub async fn renew(&self, id: i64) -> Result<u64, RouteError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Renewal { id, reply })
+            .await
+            .map_err(|_| RouteError::ShuttingDown)?;
+        rx.await.map_err(|_| RouteError::ShuttingDown)?
+    }
+}
+
+/// What the keeper knows about one lease.
+#[derive(Clone, Copy, Debug)]
+struct Tracked {
+    deadline: Instant,
+    granted_revision: u64,
+    /// Committed renewals the keeper has accounted for in `deadline`.
+    renewals: u64,
+    /// An expiry proposal for it is in flight.
+    expiring: bool,
+}
+
+impl Tracked {
+    fn seen(&self, id: i64) -> LeaseSeen {
+        LeaseSeen {
+            id,
+            granted_revision: self.granted_revision,
+            renewals_seen: self.renewals,
+        }
+    }
+}
+
+/// Results of proposals, fed back into the keeper loop.
+enum Done {
+    Renewed {
+        batch: Vec<(i64, Vec<Reply>)>,
+        result: Result<Vec<Option<u64>>, RouteError>,
+    },
+    Expired(Result<Vec<i64>, RouteError>, Vec<i64>),
+    Ticked,
+}
+
+struct Keeper {
+    ctx: NodeContext,
+    /// Term in which this node leads and has initialised, if any.
+    leading: Option<u64>,
+    leases: HashMap<i64, Tracked>,
+    pending: BTreeMap<i64, Vec<Reply>>,
+    renewing: bool,
+    ticking: bool,
+    last_tick: Instant,
+    last_checkpoint: Instant,
+    last_revision: u64,
+    done_tx: mpsc::UnboundedSender<Done>,
+    done_rx: mpsc::UnboundedReceiver<Done>,
+}
+
+impl Keeper {
+    fn new(ctx: NodeContext) -> Self {
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let now = Instant::now();
+        Self {
+            ctx,
+            leading: None,
+            leases: HashMap::new(),
+            pending: BTreeMap::new(),
+            renewing: false,
+            ticking: false,
+            last_tick: now,
+            last_checkpoint: now,
+            last_revision: u64::MAX,
+            done_tx,
+            done_rx,
+        }
+    }
+
+    async fn run(mut self, mut rx: mpsc::Receiver<Renewal>) {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                renewal = rx.recv() => match renewal {
+                    Some(r) => self.queue_renewal(r),
+                    None => return,
+                },
+                Some(done) = self.done_rx.recv() => self.on_done(done),
+                _ = tick.tick() => self.on_tick().await,
+            }
+            self.flush_renewals();
+        }
+    }
+
+    fn not_leader(&self) -> RouteError {
+        let m = self.ctx.metrics();
+        RouteError::NotLeader {
+            leader: m.current_leader.and_then(|l| self.ctx.member_addr(l).map(|a| (l, a))),
+        }
+    }
+
+    fn queue_renewal(&mut self, r: Renewal) {
+        // While taking office the renewal waits (the next tick finishes
+        // that); on a node that does not lead it is refused at once.
+        if self.leading.is_none() && self.ctx.metrics().current_leader != Some(self.ctx.id) {
+            let _ = r.reply.send(Err(self.not_leader()));
+            return;
+        }
+        self.pending.entry(r.id).or_default().push(r.reply);
+    }
+
+    /// Proposes the queued renewals as one entry, unless one is in flight
+    /// (then they go in the next: natural batching under load).
+    fn flush_renewals(&mut self) {
+        if self.renewing || self.pending.is_empty() || self.leading.is_none() {
+            return;
+        }
+        let mut batch = Vec::new();
+        while batch.len() < limits::MAX_LEASE_BATCH {
+            match self.pending.pop_first() {
+                Some(entry) => batch.push(entry),
+                None => break,
+            }
+        }
+        let ids: Vec<i64> = batch.iter().map(|(id, _)| *id).collect();
+        self.renewing = true;
+        let (ctx, done) = (self.ctx.clone(), self.done_tx.clone());
+        tokio::spawn(async move {
+            let result = propose(&ctx, Op::LeaseRenew(LeaseRenewOp { ids }))
+                .await
+                .and_then(|r| match r {
+                    Response::LeaseRenew(r) => Ok(r.ttl_ms),
+                    other => Err(unexpected(&other)),
+                });
+            let _ = done.send(Done::Renewed { batch, result });
+        });
+    }
+
+    fn on_done(&mut self, done: Done) {
+        let now = Instant::now();
+        match done {
+            Done::Renewed { batch, result } => {
+                self.renewing = false;
+                match result {
+                    Ok(ttls) => {
+                        for ((id, replies), ttl) in batch.into_iter().zip(ttls) {
+                            match ttl {
+                                Some(ttl) => {
+                                    if let Some(t) = self.leases.get_mut(&id) {
+                                        t.renewals += 1;
+                                        t.deadline = t.deadline.max(now + Duration::from_millis(ttl));
+                                    }
+                                    // Not tracked yet (granted a moment ago): the
+                                    // next reconcile starts it from the state.
+                                }
+                                None => {
+                                    self.leases.remove(&id);
+                                }
+                            }
+                            for reply in replies {
+                                let _ = reply.send(Ok(ttl.unwrap_or(0)));
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        for (_, replies) in batch {
+                            for reply in replies {
+                                let _ = reply.send(Err(e.clone()));
+                            }
+                        }
+                    }
+                }
+            }
+            Done::Expired(result, asked) => {
+                let ended = result.unwrap_or_default();
+                for id in &ended {
+                    self.leases.remove(id);
+                }
+                for id in asked {
+                    if let Some(t) = self.leases.get_mut(&id) {
+                        t.expiring = false;
+                    }
+                }
+            }
+            Done::Ticked => self.ticking = false,
+        }
+    }
+
+    async fn on_tick(&mut self) {
+        let now = Instant::now();
+        let late = now.saturating_duration_since(self.last_tick + TICK);
+        self.last_tick = now;
+
+        let m = self.ctx.metrics();
+        let leads = m.current_leader == Some(self.ctx.id) && m.state == openraft::ServerState::Leader;
+        if !leads {
+            self.step_down();
+            return;
+        }
+        if self.leading != Some(m.current_term) {
+            // A new term of ours: forget the old timers but keep queued
+            // renewals; they are proposed once in office.
+            self.leading = None;
+            self.leases.clear();
+            if !self.take_office(m.current_term).await {
+                return;
+            }
+        }
+        if late > STALL_BOUND {
+            tracing::warn!(
+                stall_ms = late.as_millis() as u64,
+                "lease keeper stalled; extending every lease by the stall"
+            );
+            for t in self.leases.values_mut() {
+                t.deadline += late;
+            }
+        }
+        self.reconcile(now);
+        self.expire(now);
+        if now.duration_since(self.last_checkpoint) >= CHECKPOINT_EVERY {
+            self.last_checkpoint = now;
+            self.checkpoint(now);
+        }
+        self.tick_roles();
+    }
+
+    fn step_down(&mut self) {
+        if self.leading.take().is_some() {
+            tracing::info!("lease keeper: no longer leader");
+        }
+        self.leases.clear();
+        self.last_revision = u64::MAX;
+        let err = self.not_leader();
+        for (_, replies) in std::mem::take(&mut self.pending) {
+            for reply in replies {
+                let _ = reply.send(Err(err.clone()));
+            }
+        }
+    }
+
+    /// Waits until everything committed before this term is applied, then
+    /// starts every lease from its newest committed renewal or checkpoint.
+    async fn take_office(&mut self, term: u64) -> bool {
+        let deadline = Instant::now() + self.ctx.request_timeout;
+        if let Err(e) = self.ctx.read_barrier(deadline).await {
+            tracing::warn!("lease keeper: cannot confirm leadership yet: {e}");
+            return false;
+        }
+        let now = Instant::now();
+        self.leading = Some(term);
+        self.last_checkpoint = now;
+        self.last_revision = u64::MAX;
+        self.reconcile(now);
+        tracing::info!(term, leases = self.leases.len(), "lease keeper: took office");
+        true
+    }
+
+    /// Brings the tracked set in line with the state: new leases start from
+    /// their committed `remaining_ms`, ended ones are dropped. Only runs when
+    /// the revision moved (grants, revokes and expiries move it; renewals and
+    /// checkpoints, which the keeper itself issues, do not).
+    fn reconcile(&mut self, now: Instant) {
+        let applied = self.ctx.state.read();
+        let revision = applied.state.revision();
+        if revision == self.last_revision {
+            return;
+        }
+        self.last_revision = revision;
+        let current = applied.state.leases();
+        drop(applied);
+        let mut live = HashMap::with_capacity(current.len());
+        for info in current {
+            let tracked = match self.leases.get(&info.id) {
+                Some(t) if t.granted_revision == info.granted_revision => *t,
+                _ => Tracked {
+                    deadline: now + Duration::from_millis(info.remaining_ms),
+                    granted_revision: info.granted_revision,
+                    renewals: info.renewals,
+                    expiring: false,
+                },
+            };
+            live.insert(info.id, tracked);
+        }
+        self.leases = live;
+    }
+
+    fn expire(&mut self, now: Instant) {
+        let due: Vec<LeaseSeen> = self
+            .leases
+            .iter()
+            .filter(|(_, t)| t.deadline <= now && !t.expiring)
+            .map(|(id, t)| t.seen(*id))
+            .take(limits::MAX_LEASE_BATCH)
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        let asked: Vec<i64> = due.iter().map(|s| s.id).collect();
+        for id in &asked {
+            if let Some(t) = self.leases.get_mut(id) {
+                t.expiring = true;
+            }
+        }
+        tracing::info!(leases = ?asked, "lease keeper: expiring");
+        let (ctx, done) = (self.ctx.clone(), self.done_tx.clone());
+        tokio::spawn(async move {
+            let result = propose(&ctx, Op::LeaseExpire(LeaseExpireOp { leases: due }))
+                .await
+                .and_then(|r| match r {
+                    Response::LeaseExpire(r) => Ok(r.ended),
+                    other => Err(unexpected(&other)),
+                });
+            let _ = done.send(Done::Expired(result, asked));
+        });
+    }
+
+    /// Commits every lease's remaining TTL. A lease whose committed renewal
+    /// count differs from the keeper's (a renewal applied, its answer not yet
+    /// seen here) is skipped: the state would ignore it anyway.
+    fn checkpoint(&mut self, now: Instant) {
+        let entries: Vec<(LeaseSeen, u64)> = {
+            let applied = self.ctx.state.read();
+            self.leases
+                .iter()
+                .filter(|(_, t)| !t.expiring)
+                .filter(|(id, t)| applied.state.lease(**id).is_some_and(|l| l.renewals == t.renewals))
+                .map(|(id, t)| {
+                    (
+                        t.seen(*id),
+                        t.deadline.saturating_duration_since(now).as_millis() as u64,
+                    )
+                })
+                .collect()
+        };
+        for chunk in entries.chunks(limits::MAX_LEASE_BATCH) {
+            let op = Op::LeaseCheckpoint(LeaseCheckpointOp { leases: chunk.to_vec() });
+            let ctx = self.ctx.clone();
+            tokio::spawn(async move {
+                if let Err(e) = propose(&ctx, op).await {
+                    tracing::debug!("lease checkpoint not committed: {e}");
+                }
+            });
+        }
+    }
+
+    /// Proposes a `Tick` when a role's handover delay ends, so the waiting
+    /// candidate is granted then rather than at the next unrelated write.
+    fn tick_roles(&mut self) {
+        if self.ticking {
+            return;
+        }
+        let due = self.ctx.state.read().state.next_role_deadline_ms();
+        if due.is_some_and(|ms| ms <= super::route::now_ms()) {
+            self.ticking = true;
+            let (ctx, done) = (self.ctx.clone(), self.done_tx.clone());
+            tokio::spawn(async move {
+                let _ = propose(&ctx, Op::Tick).await;
+                let _ = done.send(Done::Ticked);
+            });
+        }
+    }
+}
+
+/// Proposes a leader-internal command on this node (it must lead).
+async fn propose(ctx: &NodeContext, op: Op) -> Result<Response, RouteError> {
+    let command = Command {
+        request_id: None,
+        stamp_ms: 0,
+        op,
+    };
+    let deadline = Instant::now() + ctx.request_timeout;
+    match ctx.propose_local(Proposal::Write(command), deadline).await? {
+        Outcome::Write(response) => Ok(response),
+        Outcome::Members(_) => Err(RouteError::Internal("unexpected reply to a lease command".into())),
+    }
+}
+
+fn unexpected(response: &Response) -> RouteError {
+    RouteError::Internal(format!("unexpected answer to a lease command: {response:?}"))
+}
