@@ -118,6 +118,17 @@ impl Client {
         }
     }
 
+    /// The endpoint set shared by all clones (for long-lived streams that
+    /// pick endpoints themselves).
+    pub(crate) fn endpoint_set(&self) -> &Endpoints {
+        &self.shared.endpoints
+    }
+
+    /// The retry timing of this handle.
+    pub(crate) fn policy(&self) -> RetryPolicy {
+        self.policy
+    }
+
     /// Runs one call under the retry contract.
     pub(crate) async fn call<T, F, Fut>(
         &self,

@@ -77,6 +77,35 @@
 //! Membership changes ([`Client::member_add`], ...) have no request id; see
 //! [`Client::member_add`] for what a retry of those can report.
 //!
+//! **Leases.** [`Client::lease_grant`] and [`Client::lease_revoke`] are
+//! writes (deduplicated like puts); [`Client::lease_time_to_live`] and
+//! [`Client::lease_list`] are reads. To hold a lease, use a
+//! [`LeaseKeeper`] ([`Client::grant_and_keep`], [`Client::keep_lease`]): it
+//! renews the lease over one `KeepAlive` stream and publishes, through a
+//! `tokio::sync::watch` channel, whether the lease is healthy, in jeopardy
+//! or lost, with a local deadline that provably precedes the server's
+//! expiry (see [`LeaseKeeper`] for the rule and its proof):
+//!
+//! ```no_run
+//! # use std::time::Duration;
+//! # use roster_client::prelude::*;
+//! # async fn demo(client: Client) -> Result<(), roster_client::Error> {
+//! let keeper = client.grant_and_keep(Duration::from_secs(5), KeeperOptions::default()).await?;
+//! let work = async {
+//!     loop {
+//!         if !keeper.is_held() { break; }   // check right before acting as holder
+//!         // ... act as holder, passing a fencing token downstream ...
+//!         tokio::time::sleep(Duration::from_millis(100)).await;
+//!     }
+//! };
+//! tokio::select! {
+//!     reason = keeper.lost() => eprintln!("lease lost: {reason}"),
+//!     () = work => {}
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! **Reads** are linearizable unless a request sets `serializable`, in
 //! which case the answering node serves its local, possibly stale, state
 //! and sets `header.serializable`.
@@ -95,6 +124,8 @@ mod config;
 mod endpoints;
 mod error;
 mod kv;
+mod lease;
+mod lease_keeper;
 mod retry;
 mod txn;
 
@@ -108,6 +139,9 @@ pub use config::{
 };
 pub use endpoints::parse_endpoint;
 pub use error::{code_name, Error, Result};
+pub use lease_keeper::{
+    JeopardyReason, JeopardyThreshold, KeeperOptions, LeaseKeeper, LeaseState, LostReason, DEFAULT_RHO,
+};
 pub use retry::LEADER_HINT_METADATA;
 pub use txn::{CompareExt, CompareResult, CompareTarget, RequestOpExt, TxnBuilder};
 
@@ -118,5 +152,8 @@ pub use tonic::Code;
 /// Everything needed for typical use: `use roster_client::prelude::*;`.
 pub mod prelude {
     pub use crate::proto::{Compare, DeleteRequest, KeyValue, PutRequest, RangeRequest, RequestOp, TxnRequest};
-    pub use crate::{Client, ClientConfig, Code, CompareExt, CompareResult, Error, RequestOpExt, TxnBuilder};
+    pub use crate::{
+        Client, ClientConfig, Code, CompareExt, CompareResult, Error, KeeperOptions, LeaseKeeper, LeaseState,
+        LostReason, RequestOpExt, TxnBuilder,
+    };
 }

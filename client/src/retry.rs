@@ -122,7 +122,7 @@ fn attempt_timed_out(budget: Duration) -> Status {
 /// A status raised locally by tonic says little ("tcp connect error"); the
 /// reason is in its source chain ("Connection refused"). Fold the chain into
 /// the message, since the source does not survive cloning.
-fn with_causes(status: Status) -> Status {
+pub(crate) fn with_causes(status: Status) -> Status {
     let mut message = status.message().to_owned();
     let mut source = StdError::source(&status);
     while let Some(err) = source {
