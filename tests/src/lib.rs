@@ -6,6 +6,8 @@
 //! and the tail of every log is printed when a [`Cluster`] is dropped during
 //! a panic, so a failing test shows what the servers said.
 
+pub mod proxy;
+
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
