@@ -309,6 +309,29 @@ fn publish(state: &watch::Sender<LeaseState>, new: LeaseState) -> bool {
     lost
 }
 
+/// Resolves once `state` is lost: when it says so, or at its deadline by a
+/// timer of its own (which then publishes `Lost { Expired }`).
+pub(crate) async fn lost_of(state: &watch::Sender<LeaseState>) -> LostReason {
+    let mut rx = state.subscribe();
+    loop {
+        let deadline = match &*rx.borrow_and_update() {
+            LeaseState::Lost { reason } => return reason.clone(),
+            LeaseState::Healthy { deadline } | LeaseState::Jeopardy { deadline, .. } => *deadline,
+        };
+        tokio::select! {
+            biased;
+            _ = sleep_until(deadline) => {
+                publish(state, LeaseState::Lost { reason: LostReason::Expired });
+            }
+            changed = rx.changed() => {
+                if changed.is_err() {
+                    return LostReason::Stopped;
+                }
+            }
+        }
+    }
+}
+
 /// Keeps one lease alive with a background task and publishes whether it is
 /// held. Created by [`Client::keep_lease`] or [`Client::grant_and_keep`].
 ///
@@ -432,24 +455,13 @@ impl LeaseKeeper {
     /// timer on the current deadline, so it resolves at the deadline even
     /// if that task is starved.
     pub async fn lost(&self) -> LostReason {
-        let mut rx = self.state.subscribe();
-        loop {
-            let deadline = match &*rx.borrow_and_update() {
-                LeaseState::Lost { reason } => return reason.clone(),
-                LeaseState::Healthy { deadline } | LeaseState::Jeopardy { deadline, .. } => *deadline,
-            };
-            tokio::select! {
-                biased;
-                _ = sleep_until(deadline) => {
-                    publish(&self.state, LeaseState::Lost { reason: LostReason::Expired });
-                }
-                changed = rx.changed() => {
-                    if changed.is_err() {
-                        return LostReason::Stopped;
-                    }
-                }
-            }
-        }
+        lost_of(&self.state).await
+    }
+
+    /// A handle on the keeper's state for the crate (role guards): it reads
+    /// the same deadline and never extends it.
+    pub(crate) fn state_handle(&self) -> Arc<watch::Sender<LeaseState>> {
+        Arc::clone(&self.state)
     }
 
     /// Gives the lease up: stops acting as holder (the state becomes

@@ -121,13 +121,16 @@
 mod client;
 mod cluster;
 mod config;
+mod election;
 mod endpoints;
 mod error;
 mod kv;
 mod lease;
 mod lease_keeper;
 mod retry;
+mod topology;
 mod txn;
+mod watch;
 
 /// The generated `roster.v1` protobuf types and gRPC stubs.
 pub use roster_proto::v1 as proto;
@@ -137,6 +140,7 @@ pub use config::{
     ClientConfig, DEFAULT_BACKOFF_INITIAL, DEFAULT_BACKOFF_MAX, DEFAULT_CONNECT_TIMEOUT, DEFAULT_ENDPOINTS,
     DEFAULT_KEEPALIVE_INTERVAL, DEFAULT_REQUEST_TIMEOUT, MIN_TIMEOUT,
 };
+pub use election::{CampaignCallback, CampaignOptions, CampaignState, Fenced, RoleGuard, RoleLost};
 pub use endpoints::parse_endpoint;
 pub use error::{code_name, Error, Result};
 pub use lease_keeper::{
@@ -144,6 +148,7 @@ pub use lease_keeper::{
 };
 pub use retry::LEADER_HINT_METADATA;
 pub use txn::{CompareExt, CompareResult, CompareTarget, RequestOpExt, TxnBuilder};
+pub use watch::{WatchEvent, WatchOptions};
 
 /// Re-exports `tonic::Code` so callers can match on [`Error::code`] without
 /// depending on tonic.
@@ -153,7 +158,8 @@ pub use tonic::Code;
 pub mod prelude {
     pub use crate::proto::{Compare, DeleteRequest, KeyValue, PutRequest, RangeRequest, RequestOp, TxnRequest};
     pub use crate::{
-        Client, ClientConfig, Code, CompareExt, CompareResult, Error, KeeperOptions, LeaseKeeper, LeaseState,
-        LostReason, RequestOpExt, TxnBuilder,
+        CampaignOptions, CampaignState, Client, ClientConfig, Code, CompareExt, CompareResult, Error, Fenced,
+        KeeperOptions, LeaseKeeper, LeaseState, LostReason, RequestOpExt, RoleGuard, RoleLost, TxnBuilder, WatchEvent,
+        WatchOptions,
     };
 }

@@ -160,6 +160,13 @@ impl TxnBuilder {
         Self::default()
     }
 
+    /// Fences the transaction: it runs only while `fence.token` is a
+    /// current grant of the role (see [`Fenced`](crate::Fenced)).
+    pub fn fence(mut self, fence: crate::proto::Fence) -> Self {
+        self.request.fence = Some(fence);
+        self
+    }
+
     /// Adds a condition; all conditions must hold.
     pub fn when(mut self, compare: Compare) -> Self {
         self.request.compare.push(compare);

@@ -81,3 +81,16 @@ pub const MAX_HISTORY_EVENTS: usize = 10_000;
 /// Most bytes of watch events retained (keys, values and names, estimated
 /// the same way on every replica); same eviction as `MAX_HISTORY_EVENTS`.
 pub const MAX_HISTORY_BYTES: usize = 64 * 1024 * 1024;
+/// Most streams that follow the applied state (`Watch`, `Observe`,
+/// `Campaign`) open at once on one node (`RESOURCE_EXHAUSTED` beyond).
+pub const MAX_WATCHERS: usize = 10_000;
+/// Events read from the history at once by one watch stream.
+pub const WATCH_PAGE_EVENTS: usize = 64;
+/// Responses buffered per watch stream before the reader waits; a watcher
+/// that stays behind until the history moves past it gets `compacted`.
+pub const WATCH_BUFFER: usize = 4;
+/// Target size of one watch response (estimated event bytes); a larger
+/// revision is split over several responses marked `fragment`. With
+/// `WATCH_BUFFER`, a stream queues about 1 MiB (plus one event and the
+/// HTTP/2 windows) before it waits for its reader.
+pub const WATCH_MESSAGE_BYTES: usize = 256 * 1024;

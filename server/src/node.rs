@@ -11,17 +11,24 @@ use openraft::error::{InitializeError, RaftError};
 use openraft::BasicNode;
 use roster_proto::raft::raft_transport_server::RaftTransportServer;
 use roster_proto::v1::cluster_server::ClusterServer;
+use roster_proto::v1::election_server::ElectionServer;
 use roster_proto::v1::kv_server::KvServer;
 use roster_proto::v1::lease_server::LeaseServer;
+use roster_proto::v1::topology_server::TopologyServer;
+use roster_proto::v1::watch_server::WatchServer;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::transport::server::TcpIncoming;
 
 use crate::api::cluster::ClusterService;
+use crate::api::common::{StreamLimit, Streams};
+use crate::api::election::ElectionService;
 use crate::api::kv::KvService;
 use crate::api::lease::LeaseService;
 use crate::api::lease_keeper::LeaseKeeper;
+use crate::api::topology::TopologyService;
 use crate::api::transport::TransportService;
+use crate::api::watch::WatchService;
 use crate::api::{health, NodeContext};
 use crate::config::NodeConfig;
 use crate::limits;
@@ -94,6 +101,9 @@ impl RunningNode {
             }
         }));
 
+        // Watch, observe and campaign streams end when `stop` fires, so the
+        // graceful shutdown below does not wait on them.
+        let streams = Streams::new(StreamLimit::default(), stop.subscribe());
         let grpc = tonic::transport::Server::builder()
             .add_service(
                 KvServer::new(KvService::new(ctx.clone()))
@@ -105,6 +115,16 @@ impl RunningNode {
                 ctx.clone(),
                 LeaseKeeper::start(ctx.clone()),
             )))
+            .add_service(ElectionServer::new(ElectionService::new(ctx.clone(), streams.clone())))
+            .add_service(
+                TopologyServer::new(TopologyService::new(ctx.clone()))
+                    .max_decoding_message_size(limits::MAX_TRANSPORT_BYTES)
+                    .max_encoding_message_size(limits::MAX_RESPONSE_BYTES),
+            )
+            .add_service(
+                WatchServer::new(WatchService::new(ctx.clone(), streams))
+                    .max_encoding_message_size(limits::MAX_RESPONSE_BYTES),
+            )
             .add_service(
                 RaftTransportServer::new(TransportService::new(ctx.clone()))
                     .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)

@@ -159,14 +159,17 @@ fn run_child_until_killed(mode: &str, dir: &Path, enough: impl Fn(&[String]) -> 
     let stdout = child.stdout.take().unwrap();
     let (line_tx, line_rx) = mpsc::channel();
     let reader = std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
+        let mut stdout = BufReader::new(stdout);
+        let mut line = String::new();
+        // Only whole lines: the kill may cut the last one short.
+        while stdout.read_line(&mut line).unwrap_or(0) > 0 && line.ends_with('\n') {
             // The first one shares its line with libtest's "test crash_child ... ".
-            if let Some((_, ack)) = line.split_once("ACK ") {
+            if let Some((_, ack)) = line.trim_end().split_once("ACK ") {
                 if line_tx.send(ack.to_string()).is_err() {
                     break;
                 }
             }
+            line.clear();
         }
     });
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -9,7 +9,9 @@ use crate::state::command::{
     Compare, CompareResult, CompareTarget, DeleteOp, DeleteResult, Fence, KeyValue, Op, PutOp, PutResult, RangeOp,
     RangeResult, Rejection, RequestId, TxnAction, TxnActionResult, TxnOp, TxnResult,
 };
+use crate::state::command::{Failover, GroupMember, NodeRegisterOp, RoleSpec};
 use crate::state::validate_op;
+use crate::state::{Event, GroupView, HolderInfo, NodeInfo, ReleaseReason, RoleView, WaiterInfo};
 
 pub fn request_id(id: Option<pb::RequestId>) -> Option<RequestId> {
     id.map(|r| RequestId {
@@ -204,5 +206,183 @@ pub fn txn_response(r: TxnResult, header: pb::ResponseHeader) -> pb::TxnResponse
         }),
         succeeded: r.succeeded,
         responses,
+    }
+}
+
+// ---- coordination: elections, topology, watch events ----
+
+pub fn grant(h: &HolderInfo) -> pb::Grant {
+    pb::Grant {
+        candidate: h.candidate.clone(),
+        lease: h.lease,
+        token: h.token,
+        granted_revision: h.granted_revision,
+    }
+}
+
+pub fn waiting(w: &WaiterInfo) -> pb::Waiting {
+    pb::Waiting {
+        candidate: w.candidate.clone(),
+        lease: w.lease,
+        priority: w.priority,
+        progress: w.progress,
+        position: w.position,
+    }
+}
+
+pub fn role_spec_from(s: pb::RoleSpec) -> Result<RoleSpec, Status> {
+    use pb::role_spec::Failover as F;
+    let failover = match F::try_from(s.failover) {
+        Ok(F::Automatic) => Failover::Automatic,
+        Ok(F::Manual) => Failover::Manual,
+        Err(_) => {
+            return Err(Status::invalid_argument(format!(
+                "unknown failover mode {}",
+                s.failover
+            )))
+        }
+    };
+    Ok(RoleSpec {
+        name: s.name,
+        capacity: s.capacity,
+        failover,
+        handover_delay_ms: s.handover_delay_ms,
+        max_lag: s.max_lag,
+    })
+}
+
+pub fn role_spec(s: &RoleSpec) -> pb::RoleSpec {
+    use pb::role_spec::Failover as F;
+    pb::RoleSpec {
+        name: s.name.clone(),
+        capacity: s.capacity,
+        failover: match s.failover {
+            Failover::Automatic => F::Automatic as i32,
+            Failover::Manual => F::Manual as i32,
+        },
+        handover_delay_ms: s.handover_delay_ms,
+        max_lag: s.max_lag,
+    }
+}
+
+pub fn group_member_from(m: pb::GroupMember) -> GroupMember {
+    GroupMember {
+        node: m.node,
+        priorities: m.priorities.into_iter().collect(),
+    }
+}
+
+pub fn group_member(m: &GroupMember) -> pb::GroupMember {
+    pb::GroupMember {
+        node: m.node.clone(),
+        priorities: m.priorities.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+    }
+}
+
+pub fn node_register_op(n: pb::ManagedNode, fence: Option<pb::Fence>) -> NodeRegisterOp {
+    NodeRegisterOp {
+        id: n.id,
+        address: n.address,
+        zone: n.zone,
+        labels: n.labels.into_iter().collect(),
+        lease: n.lease,
+        fence: fence.map(self::fence),
+    }
+}
+
+pub fn managed_node(n: &NodeInfo) -> pb::ManagedNode {
+    pb::ManagedNode {
+        id: n.id.clone(),
+        address: n.address.clone(),
+        zone: n.zone.clone(),
+        labels: n.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        lease: n.lease,
+        alive: n.alive,
+    }
+}
+
+pub fn role_state(r: &RoleView) -> pb::RoleState {
+    pb::RoleState {
+        name: r.spec.name.clone(),
+        holders: r.holders.iter().map(grant).collect(),
+        waiting: r.waiting.iter().map(waiting).collect(),
+        blocked_until_ms: r.vacancies.iter().copied().find(|v| *v > 0).unwrap_or(0),
+        vacancies: r.vacancies.clone(),
+    }
+}
+
+pub fn group(g: &GroupView) -> pb::Group {
+    pb::Group {
+        name: g.name.clone(),
+        roles: g.roles.iter().map(|r| role_spec(&r.spec)).collect(),
+        members: g.members.iter().map(group_member).collect(),
+        state: g.roles.iter().map(role_state).collect(),
+    }
+}
+
+pub fn release_reason(r: ReleaseReason) -> &'static str {
+    match r {
+        ReleaseReason::Resigned => "resigned",
+        ReleaseReason::LeaseEnded => "lease_ended",
+        ReleaseReason::Switchover => "switchover",
+        ReleaseReason::GroupChanged => "group_changed",
+    }
+}
+
+/// A watch event on the wire.
+pub fn event(revision: u64, e: &Event) -> pb::Event {
+    use pb::event::Event as E;
+    let change = |group: &str, role: &str, candidate: &str| pb::RoleChange {
+        group: group.to_owned(),
+        role: role.to_owned(),
+        candidate: candidate.to_owned(),
+        ..pb::RoleChange::default()
+    };
+    let event = match e {
+        Event::Put(x) => E::Put(kv(x.clone())),
+        Event::Delete(x) => E::Delete(kv(x.clone())),
+        Event::LeaseGranted { id, ttl_ms } => E::LeaseGranted(pb::LeaseChange {
+            id: *id,
+            ttl_ms: *ttl_ms,
+        }),
+        Event::LeaseEnded { id, .. } => E::LeaseEnded(*id),
+        Event::Campaigned { group, role, candidate } => E::Campaigned(change(group, role, candidate)),
+        Event::Withdrawn {
+            group,
+            role,
+            candidate,
+            reason,
+        } => E::Withdrawn(pb::RoleChange {
+            reason: release_reason(*reason).to_owned(),
+            ..change(group, role, candidate)
+        }),
+        Event::Granted {
+            group,
+            role,
+            candidate,
+            lease,
+            token,
+        } => E::Granted(pb::RoleChange {
+            token: *token,
+            lease: *lease,
+            ..change(group, role, candidate)
+        }),
+        Event::Released {
+            group,
+            role,
+            candidate,
+            token,
+            reason,
+        } => E::Released(pb::RoleChange {
+            token: *token,
+            reason: release_reason(*reason).to_owned(),
+            ..change(group, role, candidate)
+        }),
+        Event::NodeChanged { id } => E::NodeChanged(id.clone()),
+        Event::GroupChanged { name } => E::GroupChanged(name.clone()),
+    };
+    pb::Event {
+        revision,
+        event: Some(event),
     }
 }

@@ -7,14 +7,18 @@
 //! they are `serializable`.
 
 pub mod cluster;
+pub mod common;
 pub mod context;
 pub mod convert;
 pub mod deadline;
+pub mod election;
 pub mod health;
 pub mod kv;
 pub mod lease;
 pub mod lease_keeper;
 pub mod route;
+pub mod topology;
 pub mod transport;
+pub mod watch;
 
 pub use context::NodeContext;
