@@ -212,7 +212,7 @@ impl RunningNode {
                 Err(e) => tracing::warn!("while stopping: {e}"),
             }
         }
-        self.disk.db.flush_async().await.context("flushing the data dir")?;
+        self.disk.flush().await.context("flushing the data dir")?;
         Ok(())
     }
 }
