@@ -6,10 +6,9 @@ use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 
 use super::convert;
-use super::route::{Outcome, Proposal};
-use super::{deadline, NodeContext};
+use super::{common, deadline, NodeContext};
 use crate::limits;
-use crate::state::command::{Command, Op, Response as Applied};
+use crate::state::command::{Op, Response as Applied};
 
 pub struct KvService {
     ctx: NodeContext,
@@ -21,28 +20,12 @@ impl KvService {
     }
 
     fn header(&self, serializable: bool) -> pb::ResponseHeader {
-        pb::ResponseHeader {
-            revision: 0,
-            raft_term: self.ctx.metrics().current_term,
-            member_id: self.ctx.id,
-            serializable,
-        }
+        // The revision is filled in from each result.
+        common::header(&self.ctx, 0, serializable)
     }
 
-    /// Validates, proposes through the leader, and returns what the state
-    /// machine answered.
     async fn write(&self, deadline: Instant, op: Op, request_id: Option<pb::RequestId>) -> Result<Applied, Status> {
-        convert::validate(&op)?;
-        let command = Command {
-            request_id: convert::request_id(request_id),
-            stamp_ms: 0,
-            op,
-        };
-        match self.ctx.propose(Proposal::Write(command), deadline).await? {
-            Outcome::Write(Applied::Rejected(rejection)) => Err(convert::rejection(rejection)),
-            Outcome::Write(applied) => Ok(applied),
-            Outcome::Members(_) => Err(Status::internal("unexpected reply to a write")),
-        }
+        common::write(&self.ctx, deadline, op, request_id).await
     }
 }
 

@@ -16,9 +16,9 @@ use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::lease_keeper::LeaseKeeper;
-use super::route::{Outcome, Proposal, RouteError};
-use super::{convert, deadline, NodeContext};
-use crate::state::command::{Command, LeaseGrantOp, LeaseRevokeOp, Op, Response as Applied};
+use super::route::RouteError;
+use super::{common, deadline, NodeContext};
+use crate::state::command::{LeaseGrantOp, LeaseRevokeOp, Op, Response as Applied};
 
 /// Keepalive answers buffered per stream before the sender waits.
 const STREAM_BUFFER: usize = 64;
@@ -31,34 +31,6 @@ pub struct LeaseService {
 impl LeaseService {
     pub fn new(ctx: NodeContext, keeper: LeaseKeeper) -> Self {
         Self { ctx, keeper }
-    }
-
-    fn header(&self, revision: u64, serializable: bool) -> pb::ResponseHeader {
-        pb::ResponseHeader {
-            revision,
-            raft_term: self.ctx.metrics().current_term,
-            member_id: self.ctx.id,
-            serializable,
-        }
-    }
-
-    async fn write(
-        &self,
-        deadline: tokio::time::Instant,
-        op: Op,
-        request_id: Option<pb::RequestId>,
-    ) -> Result<Applied, Status> {
-        convert::validate(&op)?;
-        let command = Command {
-            request_id: convert::request_id(request_id),
-            stamp_ms: 0,
-            op,
-        };
-        match self.ctx.propose(Proposal::Write(command), deadline).await? {
-            Outcome::Write(Applied::Rejected(rejection)) => Err(convert::rejection(rejection)),
-            Outcome::Write(applied) => Ok(applied),
-            Outcome::Members(_) => Err(Status::internal("unexpected reply to a lease write")),
-        }
     }
 }
 
@@ -73,13 +45,13 @@ impl Lease for LeaseService {
             id: req.id,
             ttl_ms: req.ttl_ms,
         });
-        match self.write(deadline, op, req.request_id).await? {
+        match common::write(&self.ctx, deadline, op, req.request_id).await? {
             Applied::LeaseGrant(r) => Ok(Response::new(pb::LeaseGrantResponse {
-                header: Some(self.header(r.revision, false)),
+                header: Some(common::header(&self.ctx, r.revision, false)),
                 id: r.id,
                 ttl_ms: r.ttl_ms,
             })),
-            other => Err(mismatch(&other)),
+            other => Err(common::mismatch(&other)),
         }
     }
 
@@ -89,14 +61,18 @@ impl Lease for LeaseService {
     ) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
         let deadline = deadline::of(&request, self.ctx.request_timeout);
         let req = request.into_inner();
-        match self
-            .write(deadline, Op::LeaseRevoke(LeaseRevokeOp { id: req.id }), req.request_id)
-            .await?
+        match common::write(
+            &self.ctx,
+            deadline,
+            Op::LeaseRevoke(LeaseRevokeOp { id: req.id }),
+            req.request_id,
+        )
+        .await?
         {
             Applied::LeaseRevoke(ack) => Ok(Response::new(pb::LeaseRevokeResponse {
-                header: Some(self.header(ack.revision, false)),
+                header: Some(common::header(&self.ctx, ack.revision, false)),
             })),
-            other => Err(mismatch(&other)),
+            other => Err(common::mismatch(&other)),
         }
     }
 
@@ -124,12 +100,7 @@ impl Lease for LeaseService {
                     Err(_) => break,
                     Ok(req) => match keeper.renew(req.id).await {
                         Ok(ttl_ms) => Ok(pb::LeaseKeepAliveResponse {
-                            header: Some(pb::ResponseHeader {
-                                revision: ctx.state.read().state.revision(),
-                                raft_term: ctx.metrics().current_term,
-                                member_id: ctx.id,
-                                serializable: false,
-                            }),
+                            header: Some(common::header(&ctx, ctx.state.read().state.revision(), false)),
                             id: req.id,
                             ttl_ms,
                         }),
@@ -164,7 +135,7 @@ impl Lease for LeaseService {
         let revision = applied.state.revision();
         drop(applied);
         Ok(Response::new(pb::LeaseTimeToLiveResponse {
-            header: Some(self.header(revision, false)),
+            header: Some(common::header(&self.ctx, revision, false)),
             id: info.id,
             granted_ttl_ms: info.ttl_ms,
             remaining_ms: info.remaining_ms,
@@ -190,12 +161,8 @@ impl Lease for LeaseService {
         let revision = applied.state.revision();
         drop(applied);
         Ok(Response::new(pb::LeaseListResponse {
-            header: Some(self.header(revision, false)),
+            header: Some(common::header(&self.ctx, revision, false)),
             leases,
         }))
     }
-}
-
-fn mismatch(applied: &Applied) -> Status {
-    Status::internal(format!("state machine answered a lease request with {applied:?}"))
 }
