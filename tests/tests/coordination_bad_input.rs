@@ -26,7 +26,7 @@ async fn bad_coordination_requests_get_clear_errors() {
     let mut election = ElectionClient::new(channel.clone());
     let mut kv = KvClient::new(channel);
 
-    let mut check = |what: &str, result: Result<(), tonic::Status>, want: Code| {
+    let check = |what: &str, result: Result<(), tonic::Status>, want: Code| {
         let err = result.expect_err(what);
         assert_eq!(err.code(), want, "{what}: {err:?}");
         assert!(!err.message().is_empty(), "{what}: empty message");

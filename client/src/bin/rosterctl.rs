@@ -6,10 +6,16 @@
 // The crate root is `rosterctl.rs`, so its modules need explicit paths.
 #[path = "rosterctl/args.rs"]
 mod args;
+#[path = "rosterctl/coord_args.rs"]
+mod coord_args;
+#[path = "rosterctl/coord_run.rs"]
+mod coord_run;
 #[path = "rosterctl/duration.rs"]
 mod duration;
 #[path = "rosterctl/expr.rs"]
 mod expr;
+#[path = "rosterctl/hold.rs"]
+mod hold;
 #[path = "rosterctl/output.rs"]
 mod output;
 #[path = "rosterctl/run.rs"]
@@ -33,6 +39,7 @@ fn main() -> ExitCode {
         Err(Failure::Usage(e)) => e.exit(),
         Err(Failure::Client(e)) => fail(&e.to_string()),
         Err(Failure::Local(message)) => fail(&message),
+        Err(Failure::Exit(code)) => ExitCode::from(code),
     }
 }
 

@@ -5,6 +5,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use roster_client::proto::{Compare, RequestOp};
 
+use crate::coord_args::{GroupCommand, HoldArgs, LeaseCommand, NodeCommand, RoleCommand, TopologyCommand};
 use crate::duration::parse_timeout;
 use crate::expr::{parse_compare, parse_op};
 
@@ -70,6 +71,23 @@ pub enum Command {
     /// Read and write keys.
     #[command(subcommand)]
     Kv(KvCommand),
+    /// Grant, keep alive, revoke and inspect leases.
+    #[command(subcommand)]
+    Lease(LeaseCommand),
+    /// Campaign for, inspect and hand over roles of groups.
+    #[command(subcommand)]
+    Role(RoleCommand),
+    /// Show or watch the topology (nodes, groups, holders).
+    #[command(subcommand)]
+    Topology(TopologyCommand),
+    /// Register and deregister managed nodes.
+    #[command(subcommand)]
+    Node(NodeCommand),
+    /// Create, update and delete groups.
+    #[command(subcommand)]
+    Group(GroupCommand),
+    /// Hold a role and run COMMAND while holding it (a failover supervisor).
+    Hold(HoldArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -368,6 +386,130 @@ mod tests {
                 assert_eq!(failure.len(), 1);
             }
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn coordination_commands() {
+        use crate::coord_args::*;
+        let cli = parse(&["lease", "grant", "10s", "--id", "ff"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Lease(LeaseCommand::Grant { ttl, id: Some(255) }) if ttl == Duration::from_secs(10)
+        ));
+        assert!(parse(&["lease", "keepalive", "1a"]).is_ok());
+        assert!(parse(&["lease", "ttl", "1a", "--keys"]).is_ok());
+        let cli = parse(&[
+            "role",
+            "campaign",
+            "db",
+            "primary",
+            "--candidate",
+            "a",
+            "--ttl",
+            "5s",
+            "--priority",
+            "3",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Role(RoleCommand::Campaign {
+                target,
+                candidate,
+                ttl,
+                priority,
+                progress,
+            }) => {
+                assert_eq!(
+                    (target.group.as_str(), target.role.as_str(), candidate.as_str()),
+                    ("db", "primary", "a")
+                );
+                assert_eq!((ttl, priority, progress), (Duration::from_secs(5), 3, 0));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(parse(&["role", "switchover", "db", "primary", "--to", "b"]).is_ok());
+        let cli = parse(&[
+            "group",
+            "create",
+            "db",
+            "--role",
+            "primary:failover=manual",
+            "--role",
+            "replica:capacity=2",
+            "--member",
+            "n1:primary=10",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Group(GroupCommand::Create { spec }) => {
+                assert_eq!(spec.roles.len(), 2);
+                assert_eq!(spec.members[0].priorities.get("primary"), Some(&10));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(parse(&["group", "update", "db", "--role", "primary", "--force"]).is_ok());
+        let cli = parse(&[
+            "node",
+            "register",
+            "n1",
+            "--address",
+            "10.0.0.1:5432",
+            "--label",
+            "rack=r1",
+        ])
+        .unwrap();
+        assert!(matches!(cli.command, Command::Node(NodeCommand::Register { ref labels, .. }) if labels.len() == 1));
+        let cli = parse(&[
+            "hold",
+            "db",
+            "primary",
+            "--candidate",
+            "a",
+            "--grace",
+            "2s",
+            "--once",
+            "--",
+            "sh",
+            "-c",
+            "sleep 1",
+        ])
+        .unwrap();
+        match cli.command {
+            Command::Hold(h) => {
+                assert_eq!(h.command, vec!["sh", "-c", "sleep 1"]);
+                assert_eq!(h.grace, Duration::from_secs(2));
+                assert_eq!(h.ttl, Duration::from_secs(10));
+                assert!(h.once);
+            }
+            other => panic!("{other:?}"),
+        }
+        let cli = parse(&["topology", "watch", "--after", "5", "--prefix", "a/", "--prefix", ""]).unwrap();
+        assert!(
+            matches!(cli.command, Command::Topology(TopologyCommand::Watch { after: 5, ref prefixes }) if prefixes.len() == 2)
+        );
+        for args in [
+            &["lease", "grant", "10"][..],
+            &["lease", "revoke", "zz"],
+            &["role", "campaign", "db", "primary"],
+            &["group", "create", "db"],
+            &["group", "create", "db", "--role", "p:capacity=0"],
+            &["node", "register", "n1", "--address", "a", "--label", "x"],
+            &["hold", "db", "primary", "--candidate", "a"],
+            &[
+                "hold",
+                "db",
+                "primary",
+                "--candidate",
+                "a",
+                "--grace",
+                "5",
+                "--",
+                "true",
+            ],
+        ] {
+            let err = parse(args).expect_err(&format!("{args:?}"));
+            assert_eq!(err.exit_code(), 2, "{args:?}: {err}");
         }
     }
 

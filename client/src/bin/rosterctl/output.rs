@@ -78,7 +78,7 @@ fn put_bytes(map: &mut Map<String, Value>, field: &str, bytes: &[u8]) {
 
 // ---------------------------------------------------------------- JSON
 
-fn header_json(header: Option<&ResponseHeader>) -> Value {
+pub(crate) fn header_json(header: Option<&ResponseHeader>) -> Value {
     let h = header.copied().unwrap_or_default();
     json!({
         "revision": h.revision,
@@ -88,7 +88,7 @@ fn header_json(header: Option<&ResponseHeader>) -> Value {
     })
 }
 
-fn kv_json(kv: &KeyValue, keys_only: bool) -> Value {
+pub(crate) fn kv_json(kv: &KeyValue, keys_only: bool) -> Value {
     let mut map = Map::new();
     put_bytes(&mut map, "key", &kv.key);
     if !keys_only {
@@ -174,7 +174,7 @@ fn member_status_json(m: &MemberStatus) -> Value {
     })
 }
 
-fn document(value: &Value) -> Vec<u8> {
+pub(crate) fn document(value: &Value) -> Vec<u8> {
     // Serializing a Value cannot fail.
     let mut out = serde_json::to_vec_pretty(value).unwrap_or_default();
     out.push(b'\n');
@@ -185,14 +185,14 @@ fn document(value: &Value) -> Vec<u8> {
 
 /// A borderless, left-aligned table (columns two spaces apart), easy to
 /// read and to `grep`/`awk`.
-fn table(header: &[&str]) -> Table {
+pub(crate) fn table(header: &[&str]) -> Table {
     let mut t = Table::new();
     t.load_preset(presets::NOTHING);
     t.set_header(header.to_vec());
     t
 }
 
-fn finish(t: &mut Table, out: &mut String) {
+pub(crate) fn finish(t: &mut Table, out: &mut String) {
     for column in t.column_iter_mut() {
         column.set_padding((0, 2));
     }
@@ -229,7 +229,7 @@ fn kv_table(kvs: &[KeyValue], keys_only: bool, out: &mut String) {
     finish(&mut t, out);
 }
 
-fn lease_text(lease: i64) -> String {
+pub(crate) fn lease_text(lease: i64) -> String {
     if lease == 0 {
         "-".into()
     } else {
@@ -471,7 +471,7 @@ pub fn member_change(summary: &str, members: &[Member], json: bool) -> Vec<u8> {
     out.into_bytes()
 }
 
-fn revision(header: Option<&ResponseHeader>) -> u64 {
+pub(crate) fn revision(header: Option<&ResponseHeader>) -> u64 {
     header.map_or(0, |h| h.revision)
 }
 

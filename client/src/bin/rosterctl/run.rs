@@ -20,6 +20,9 @@ pub enum Failure {
     Client(roster_client::Error),
     /// A local problem (e.g. reading stdin): `error: message`, exit 1.
     Local(String),
+    /// Exit with this status, nothing more to print (e.g. `hold` passing
+    /// on its command's status).
+    Exit(u8),
 }
 
 impl From<roster_client::Error> for Failure {
@@ -66,6 +69,12 @@ pub async fn run(cli: Cli) -> Result<Vec<u8>, Failure> {
         Command::Status => Ok(output::status(&client.status().await?, json)),
         Command::Member(cmd) => member(&client, cmd, json).await,
         Command::Kv(cmd) => kv(&client, cmd, stdin_value, json).await,
+        Command::Lease(cmd) => crate::coord_run::lease(&client, cmd, json).await,
+        Command::Role(cmd) => crate::coord_run::role(&client, cmd, json).await,
+        Command::Topology(cmd) => crate::coord_run::topology(&client, cmd, json).await,
+        Command::Node(cmd) => crate::coord_run::node(&client, cmd, json).await,
+        Command::Group(cmd) => crate::coord_run::group(&client, cmd, json).await,
+        Command::Hold(args) => crate::hold::hold(&client, args).await,
     }
 }
 
