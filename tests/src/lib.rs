@@ -375,3 +375,29 @@ pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     let body = response.split("\r\n\r\n").nth(1).unwrap_or_default().to_string();
     Some((code, body))
 }
+
+/// A connected gRPC channel to `addr` (`host:port`), for the generated
+/// clients.
+pub async fn channel(addr: &str) -> tonic::transport::Channel {
+    tonic::transport::Channel::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect")
+}
+
+/// Runs `rosterctl --timeout 5s ARGS` against `cluster`; returns the exit
+/// code, stdout and stderr.
+pub fn rosterctl(cluster: &Cluster, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(binary("rosterctl"))
+        .env("ROSTER_ENDPOINTS", cluster.endpoints().join(","))
+        .args(["--timeout", "5s"])
+        .args(args)
+        .output()
+        .expect("run rosterctl");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

@@ -11,18 +11,9 @@ use roster_proto::v1 as pb;
 use roster_proto::v1::election_client::ElectionClient;
 use roster_proto::v1::topology_client::TopologyClient;
 use roster_tests::proxy::Proxy;
-use roster_tests::{client_for, eventually, Cluster};
-use tonic::transport::Channel;
+use roster_tests::{channel, client_for, eventually, Cluster};
 
 const WAIT: Duration = Duration::from_secs(20);
-
-async fn channel(addr: &str) -> Channel {
-    Channel::from_shared(format!("http://{addr}"))
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connect")
-}
 
 async fn create_group(addr: &str) {
     TopologyClient::new(channel(addr).await)

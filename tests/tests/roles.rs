@@ -13,21 +13,13 @@ use roster_proto::v1::kv_client::KvClient;
 use roster_proto::v1::lease_client::LeaseClient;
 use roster_proto::v1::topology_client::TopologyClient;
 use roster_proto::v1::watch_client::WatchClient;
-use roster_tests::{eventually, http_get, Cluster};
+use roster_tests::{channel, eventually, http_get, Cluster};
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 use tonic::{Code, Streaming};
 
 const TTL: Duration = Duration::from_millis(2000);
 const WAIT: Duration = Duration::from_secs(15);
-
-async fn channel(addr: &str) -> Channel {
-    Channel::from_shared(format!("http://{addr}"))
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connect")
-}
 
 /// A lease kept alive by a KeepAlive stream to the leader until dropped.
 struct KeptLease {

@@ -1,24 +1,9 @@
 //! rosterctl against a real cluster: tables for people, JSON for scripts,
 //! and errors as `error: CODE: message` with exit code 1.
 
-use std::process::Command;
 use std::time::Duration;
 
-use roster_tests::{binary, Cluster};
-
-fn rosterctl(cluster: &Cluster, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(binary("rosterctl"))
-        .env("ROSTER_ENDPOINTS", cluster.endpoints().join(","))
-        .args(["--timeout", "5s"])
-        .args(args)
-        .output()
-        .expect("run rosterctl");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use roster_tests::{rosterctl, Cluster};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rosterctl_drives_a_real_cluster() {

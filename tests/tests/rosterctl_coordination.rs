@@ -5,21 +5,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use roster_tests::{binary, client_for, eventually, Cluster};
-
-fn rosterctl(cluster: &Cluster, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(binary("rosterctl"))
-        .env("ROSTER_ENDPOINTS", cluster.endpoints().join(","))
-        .args(["--timeout", "5s"])
-        .args(args)
-        .output()
-        .expect("run rosterctl");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use roster_tests::{binary, client_for, eventually, rosterctl, Cluster};
 
 /// `rosterctl hold GROUP primary` whose command appends "NAME TOKEN" to
 /// `file` every 100 ms; stderr goes to `log`.

@@ -139,3 +139,27 @@ pub fn until_stopped<T: Send + 'static>(
         }
     })
 }
+
+/// Waits, in a following stream's task, until the applied revision moves.
+/// Returns false when the stream must end instead: the node is stopping (the
+/// client is told `UNAVAILABLE`) or the client went away.
+pub async fn wait_for_revision<T>(
+    revisions: &mut watch::Receiver<u64>,
+    streams: &Streams,
+    tx: &mpsc::Sender<Result<T, Status>>,
+) -> bool {
+    tokio::select! {
+        changed = revisions.changed() => {
+            if changed.is_err() {
+                let _ = tx.send(Err(shutting_down())).await;
+                return false;
+            }
+            true
+        }
+        _ = streams.stopped() => {
+            let _ = tx.send(Err(shutting_down())).await;
+            false
+        }
+        _ = tx.closed() => false,
+    }
+}

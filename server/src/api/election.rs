@@ -294,18 +294,8 @@ where
         if step.more {
             continue;
         }
-        tokio::select! {
-            changed = revisions.changed() => {
-                if changed.is_err() {
-                    let _ = tx.send(Err(common::shutting_down())).await;
-                    return;
-                }
-            }
-            _ = streams.stopped() => {
-                let _ = tx.send(Err(common::shutting_down())).await;
-                return;
-            }
-            _ = tx.closed() => return,
+        if !common::wait_for_revision(&mut revisions, &streams, &tx).await {
+            return;
         }
     }
 }
