@@ -11,6 +11,12 @@ use roster_server::config::{NodeArgs, NodeConfig};
 use roster_server::node::RunningNode;
 use roster_server::raft::RaftTiming;
 
+/// Default log filter. openraft logs every failed replication attempt (each
+/// heartbeat while a peer is down); rosterd logs failing peers itself, at
+/// most every 10 s, so openraft's per-attempt lines are left out.
+const DEFAULT_LOG: &str =
+    "info,openraft=error,openraft::replication=off,openraft::engine::handler::replication_handler=off,sled=off";
+
 #[derive(Parser)]
 #[command(
     name = "rosterd",
@@ -26,7 +32,7 @@ struct Cli {
     #[arg(
         long,
         global = true,
-        default_value = "info,openraft=warn,sled=off",
+        default_value = DEFAULT_LOG,
         env = "ROSTER_LOG"
     )]
     log: String,

@@ -38,6 +38,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 #[derive(Clone, Default)]
 pub struct Peers {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
+    /// Peers whose RPCs are failing, and when that was last logged.
+    failing: Arc<Mutex<HashMap<NodeId, std::time::Instant>>>,
 }
 
 impl Peers {
@@ -62,6 +64,35 @@ impl Peers {
         Ok(RaftTransportClient::new(channel)
             .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES))
+    }
+}
+
+/// How often a peer that keeps failing is logged again.
+const FAILURE_LOG_EVERY: Duration = Duration::from_secs(10);
+
+impl Peers {
+    /// Logs a failing peer at most once per [`FAILURE_LOG_EVERY`] (openraft
+    /// retries every heartbeat; its own per-attempt logs are filtered out by
+    /// default), and its recovery once.
+    fn note(&self, target: NodeId, addr: &str, failure: Option<&dyn std::fmt::Display>) {
+        let mut failing = self.failing.lock().unwrap_or_else(|p| p.into_inner());
+        match failure {
+            Some(error) => {
+                let now = std::time::Instant::now();
+                let due = failing
+                    .get(&target)
+                    .is_none_or(|last| now.duration_since(*last) >= FAILURE_LOG_EVERY);
+                if due {
+                    failing.insert(target, now);
+                    tracing::warn!(peer = target, %addr, "peer unreachable or slow: {error}");
+                }
+            }
+            None => {
+                if failing.remove(&target).is_some() {
+                    tracing::info!(peer = target, %addr, "peer reachable again");
+                }
+            }
+        }
     }
 }
 
@@ -132,12 +163,26 @@ impl PeerNetwork {
             }
         };
         let reply = match tokio::time::timeout(option.hard_ttl(), call).await {
-            Err(elapsed) => return Err(RPCError::Network(NetworkError::new(&elapsed))),
-            Ok(Err(status)) if status.code() == tonic::Code::Unavailable => {
-                return Err(RPCError::Unreachable(Unreachable::new(&status)))
+            Err(elapsed) => {
+                self.peers.note(
+                    self.target,
+                    &self.addr,
+                    Some(&"no answer within the heartbeat interval"),
+                );
+                return Err(RPCError::Network(NetworkError::new(&elapsed)));
             }
-            Ok(Err(status)) => return Err(RPCError::Network(NetworkError::new(&status))),
-            Ok(Ok(reply)) => reply.into_inner(),
+            Ok(Err(status)) if status.code() == tonic::Code::Unavailable => {
+                self.peers.note(self.target, &self.addr, Some(&status.message()));
+                return Err(RPCError::Unreachable(Unreachable::new(&status)));
+            }
+            Ok(Err(status)) => {
+                self.peers.note(self.target, &self.addr, Some(&status.message()));
+                return Err(RPCError::Network(NetworkError::new(&status)));
+            }
+            Ok(Ok(reply)) => {
+                self.peers.note(self.target, &self.addr, None);
+                reply.into_inner()
+            }
         };
         let result: Result<Resp, RaftError<NodeId, E>> =
             codec::decode("raft response", &reply.data).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
