@@ -67,8 +67,28 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// Opens `dir`, waiting while a just-closed handle in this process still
+/// holds sled's file lock (sled's background threads release it a moment
+/// after the last `Db` is dropped).
+fn open_when_unlocked(dir: &Path) -> Result<(Disk, bool), DataDirError> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match Disk::open(dir, CLUSTER, NODE) {
+            Err(DataDirError::Open { reason, .. }) if reason.contains("another process holds it") => {
+                assert!(
+                    Instant::now() < deadline,
+                    "{}: lock still held after 10 s",
+                    dir.display()
+                );
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            other => return other,
+        }
+    }
+}
+
 fn open_disk(dir: &Path) -> Disk {
-    Disk::open(dir, CLUSTER, NODE).unwrap_or_else(|e| panic!("{e}")).0
+    open_when_unlocked(dir).unwrap_or_else(|e| panic!("{e}")).0
 }
 
 fn log_id(term: u64, index: u64) -> LogId {
@@ -411,7 +431,7 @@ fn populated_data_dir(dir: &Path) {
 }
 
 fn assert_refused(dir: &Path, case: &str) {
-    match Disk::open(dir, CLUSTER, NODE) {
+    match open_when_unlocked(dir) {
         Ok((_, fresh)) => panic!("{case}: damaged data dir opened (fresh: {fresh})"),
         Err(e @ (DataDirError::Corrupt { .. } | DataDirError::Open { .. })) => {
             let message = e.to_string();
