@@ -26,7 +26,10 @@
 //! Bound on a dead client's lease: TTL after its last committed renewal,
 //! plus one tick and one commit; each leader change can add the time since
 //! the last checkpoint plus the election (at most [`CHECKPOINT_EVERY`] +
-//! the election timeout + this keeper's start-up barrier).
+//! the election timeout + this keeper's start-up barrier). Every leader that
+//! stays in office [`FIRST_CHECKPOINT_AFTER`] plus one commit moves the
+//! committed remaining TTLs forward, so even fast leader churn cannot keep a
+//! dead client's lease alive for ever.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -43,6 +46,12 @@ use crate::state::command::{Command, LeaseCheckpointOp, LeaseExpireOp, LeaseRene
 pub const TICK: Duration = Duration::from_millis(100);
 /// How often remaining TTLs are committed (rule 5).
 pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+/// The first checkpoint of a new leader comes this soon after it takes
+/// office, so that even short-lived leaders move every lease's remaining TTL
+/// forward: otherwise leaders that die within a second of election would
+/// each restart leases from the same old checkpoint, and a dead client's
+/// lease could outlive many TTLs under fast leader churn.
+pub const FIRST_CHECKPOINT_AFTER: Duration = Duration::from_millis(200);
 /// A tick later than this is a stall: deadlines move back by it.
 pub const STALL_BOUND: Duration = Duration::from_millis(500);
 /// Renewals queued at once; a keepalive beyond this waits (backpressure).
@@ -320,7 +329,9 @@ impl Keeper {
         }
         let now = Instant::now();
         self.leading = Some(term);
-        self.last_checkpoint = now;
+        self.last_checkpoint = now
+            .checked_sub(CHECKPOINT_EVERY - FIRST_CHECKPOINT_AFTER)
+            .unwrap_or(now);
         self.last_revision = u64::MAX;
         self.reconcile(now);
         tracing::info!(term, leases = self.leases.len(), "lease keeper: took office");
