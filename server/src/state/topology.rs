@@ -535,9 +535,9 @@ impl Topology {
             candidate: op.candidate.clone(),
         };
 
-        // Already holding: update in place; the grant and token stay.
-        if let Some(holder) = role.holders.get_mut(&op.candidate) {
-            let c = &mut holder.candidate;
+        // Campaigning again updates the candidacy in place: a holder keeps
+        // its grant and token, a waiting candidate its arrival.
+        let recampaign = |c: &mut Candidate, leases: &mut Leases, fx: &mut Effects| {
             let old_lease = c.lease;
             let changed = c.lease != op.lease || c.priority != op.priority;
             c.lease = op.lease;
@@ -545,28 +545,19 @@ impl Topology {
             c.progress = op.progress;
             if old_lease != op.lease {
                 leases.detach_campaign(old_lease, &campaign);
-                leases.attach_campaign(op.lease, campaign);
+                leases.attach_campaign(op.lease, campaign.clone());
             }
             if changed {
                 fx.events.push(changed_event());
             }
+        };
+        if let Some(holder) = role.holders.get_mut(&op.candidate) {
+            recampaign(&mut holder.candidate, leases, fx);
             return Ok(CampaignOutcome::Holding { token: holder.token });
         }
 
         if let Some(c) = role.waiting.get_mut(&op.candidate) {
-            // Already waiting: update in place, keeping its arrival.
-            let old_lease = c.lease;
-            let changed = c.lease != op.lease || c.priority != op.priority;
-            c.lease = op.lease;
-            c.priority = op.priority;
-            c.progress = op.progress;
-            if old_lease != op.lease {
-                leases.detach_campaign(old_lease, &campaign);
-                leases.attach_campaign(op.lease, campaign);
-            }
-            if changed {
-                fx.events.push(changed_event());
-            }
+            recampaign(c, leases, fx);
         } else {
             if role.candidate_count() >= limits::MAX_CANDIDATES_PER_ROLE {
                 return Err(Rejection::LimitExceeded(format!(
