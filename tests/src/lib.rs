@@ -35,10 +35,20 @@ pub fn binary(name: &str) -> PathBuf {
 }
 
 /// A free loopback port (bound then released; the kernel does not hand it
-/// out again at once).
+/// out again at once). Never the same port twice in one test process: the
+/// kernel may reuse a just-released port, and two nodes of one cluster must
+/// not collide.
 pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    listener.local_addr().expect("local addr").port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+    loop {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+        let port = listener.local_addr().expect("local addr").port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// Polls `check` until it returns `Some`, or panics with `what` after

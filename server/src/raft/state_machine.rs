@@ -1,5 +1,6 @@
 //! Adapts the pure [`State`](crate::state::State) to openraft's
-//! `RaftStateMachine`, and keeps the latest snapshot in sled.
+//! `RaftStateMachine`, and keeps the latest snapshot in a [`SnapshotStore`]:
+//! sled ([`SledSnapshots`]) in rosterd, a simulated disk in the simulator.
 //!
 //! The state lives in memory. On restart it is rebuilt from the last
 //! snapshot, and openraft re-applies the committed log after it (the log
@@ -7,7 +8,9 @@
 //! one is built every `snapshot_every` entries, and the log before it is
 //! purged.
 
+use std::future::Future;
 use std::io::Cursor;
+use std::pin::Pin;
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 use openraft::storage::RaftStateMachine;
@@ -45,7 +48,7 @@ pub struct Applied {
 #[derive(Clone)]
 pub struct StateMachineStore {
     applied: Arc<RwLock<Applied>>,
-    disk: Disk,
+    snapshots: Arc<dyn SnapshotStore>,
     /// Revision after the last applied entry, for waiters (watches later).
     revision: watch::Sender<u64>,
     snapshot_seq: Arc<std::sync::atomic::AtomicU64>,
@@ -54,18 +57,20 @@ pub struct StateMachineStore {
 impl StateMachineStore {
     /// Opens the store, restoring the last snapshot from `disk` if any.
     pub fn open(disk: Disk) -> Result<Self, StorageError> {
+        Self::with_snapshot_store(Arc::new(SledSnapshots::new(disk)))
+    }
+
+    /// Opens the store over any snapshot store, restoring its snapshot if
+    /// any.
+    pub fn with_snapshot_store(snapshots: Arc<dyn SnapshotStore>) -> Result<Self, StorageError> {
         let mut applied = Applied::default();
-        if let Some(bytes) = disk
-            .snapshot
-            .get(KEY_SNAPSHOT_DATA)
-            .map_err(|e| StorageIOError::read_snapshot(None, AnyError::new(&e)))?
-        {
+        if let Some(bytes) = snapshots.load_data()? {
             applied = decode_snapshot(&bytes)?;
         }
         let (revision, _) = watch::channel(applied.state.revision());
         Ok(Self {
             applied: Arc::new(RwLock::new(applied)),
-            disk,
+            snapshots,
             revision,
             snapshot_seq: Arc::new(std::sync::atomic::AtomicU64::new(0)),
         })
@@ -84,7 +89,28 @@ impl StateMachineStore {
     }
 
     /// Stores `meta` and `data` as the current snapshot, unless the stored one
-    /// is newer.
+    /// is newer (see [`SnapshotStore::save`]).
+    async fn persist_snapshot(&self, meta: &SnapshotMeta, data: &[u8]) -> Result<(), StorageError> {
+        self.snapshots.save(meta, data).await
+    }
+}
+
+/// Boxed future of a [`SnapshotStore`] write.
+pub type SnapshotSave<'a> = Pin<Box<dyn Future<Output = Result<(), StorageError>> + Send + 'a>>;
+
+/// Where the state machine keeps its latest snapshot (metadata and data).
+pub trait SnapshotStore: Send + Sync + 'static {
+    /// The stored snapshot data, if any (read when the store opens).
+    fn load_data(&self) -> Result<Option<Vec<u8>>, StorageError>;
+
+    /// The stored snapshot, metadata and data read together: a snapshot
+    /// build persisting in another task between two plain reads would pair
+    /// old metadata with new data, and a follower installing that would take
+    /// the state for an older log position and apply some entries twice.
+    fn load(&self) -> Result<Option<(SnapshotMeta, Vec<u8>)>, StorageError>;
+
+    /// Stores `meta` and `data` as the current snapshot, unless the stored
+    /// one is newer; durable when the future completes.
     ///
     /// openraft builds snapshots in a spawned task while its state machine
     /// worker may install a (newer) snapshot from the leader. A build that
@@ -94,32 +120,76 @@ impl StateMachineStore {
     /// the node would lack the entries between the two, and it would send
     /// the older snapshot to followers. openraft itself ignores a built
     /// snapshot that is not newer than its current one, so skipping the
-    /// write keeps disk and openraft in step. The check and the write are one
-    /// sled transaction, so two writers cannot interleave between them.
-    async fn persist_snapshot(&self, meta: &SnapshotMeta, data: &[u8]) -> Result<(), StorageError> {
-        let signature = Some(meta.signature());
-        let err = |e: &dyn std::fmt::Display| {
-            StorageIOError::write_snapshot(signature.clone(), AnyError::error(e.to_string()))
-        };
-        let meta_bytes = sled::IVec::from(codec::encode("snapshot meta", meta).map_err(|e| err(&e))?);
-        let data = sled::IVec::from(data);
-        self.disk
+    /// write keeps disk and openraft in step. The check and the write must
+    /// be atomic, so two writers cannot interleave between them.
+    fn save<'a>(&'a self, meta: &'a SnapshotMeta, data: &'a [u8]) -> SnapshotSave<'a>;
+}
+
+/// The snapshot in rosterd's data dir: the `snapshot` tree of sled.
+pub struct SledSnapshots {
+    disk: Disk,
+}
+
+impl SledSnapshots {
+    pub fn new(disk: Disk) -> Self {
+        Self { disk }
+    }
+}
+
+impl SnapshotStore for SledSnapshots {
+    fn load_data(&self) -> Result<Option<Vec<u8>>, StorageError> {
+        let data = self
+            .disk
             .snapshot
-            .transaction(|tx| {
-                if let Some(stored) = tx.get(KEY_SNAPSHOT_META)? {
-                    let stored: SnapshotMeta = codec::decode("snapshot meta", &stored)
-                        .map_err(|e| ConflictableTransactionError::Abort(e.to_string()))?;
-                    if stored.last_log_id > meta.last_log_id {
-                        return Ok(());
+            .get(KEY_SNAPSHOT_DATA)
+            .map_err(|e| StorageIOError::read_snapshot(None, AnyError::new(&e)))?;
+        Ok(data.map(|d| d.to_vec()))
+    }
+
+    fn load(&self) -> Result<Option<(SnapshotMeta, Vec<u8>)>, StorageError> {
+        let err = |e: String| StorageError::from(StorageIOError::read_snapshot(None, AnyError::error(e)));
+        // Both keys in one transaction (see the trait).
+        let (meta, data) = self
+            .disk
+            .snapshot
+            .transaction(|tx| Ok((tx.get(KEY_SNAPSHOT_META)?, tx.get(KEY_SNAPSHOT_DATA)?)))
+            .map_err(|e: TransactionError<String>| err(e.to_string()))?;
+        match (meta, data) {
+            (Some(meta), Some(data)) => {
+                let meta: SnapshotMeta = codec::decode("snapshot meta", &meta).map_err(|e| err(e.to_string()))?;
+                Ok(Some((meta, data.to_vec())))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    fn save<'a>(&'a self, meta: &'a SnapshotMeta, data: &'a [u8]) -> SnapshotSave<'a> {
+        Box::pin(async move {
+            let signature = Some(meta.signature());
+            let err = |e: &dyn std::fmt::Display| {
+                StorageIOError::write_snapshot(signature.clone(), AnyError::error(e.to_string()))
+            };
+            let meta_bytes = sled::IVec::from(codec::encode("snapshot meta", meta).map_err(|e| err(&e))?);
+            let data = sled::IVec::from(data);
+            // The check and the write are one sled transaction.
+            self.disk
+                .snapshot
+                .transaction(|tx| {
+                    if let Some(stored) = tx.get(KEY_SNAPSHOT_META)? {
+                        let stored: SnapshotMeta = codec::decode("snapshot meta", &stored)
+                            .map_err(|e| ConflictableTransactionError::Abort(e.to_string()))?;
+                        if stored.last_log_id > meta.last_log_id {
+                            return Ok(());
+                        }
                     }
-                }
-                tx.insert(KEY_SNAPSHOT_META, meta_bytes.clone())?;
-                tx.insert(KEY_SNAPSHOT_DATA, data.clone())?;
-                Ok(())
-            })
-            .map_err(|e: TransactionError<String>| err(&e))?;
-        self.disk.flush().await.map_err(|e| err(&e))?;
-        Ok(())
+                    tx.insert(KEY_SNAPSHOT_META, meta_bytes.clone())?;
+                    tx.insert(KEY_SNAPSHOT_DATA, data.clone())?;
+                    Ok(())
+                })
+                .map_err(|e: TransactionError<String>| err(&e))?;
+            self.disk.flush().await.map_err(|e| err(&e))?;
+            Ok(())
+        })
     }
 }
 
@@ -226,25 +296,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
-        let err = |e: String| StorageError::from(StorageIOError::read_snapshot(None, AnyError::error(e)));
-        // Both keys in one transaction: a snapshot build persisting in
-        // another task between two plain reads would pair old metadata with
-        // new data, and a follower installing that would take the state for
-        // an older log position and apply some entries twice.
-        let (meta, data) = self
-            .disk
-            .snapshot
-            .transaction(|tx| Ok((tx.get(KEY_SNAPSHOT_META)?, tx.get(KEY_SNAPSHOT_DATA)?)))
-            .map_err(|e: TransactionError<String>| err(e.to_string()))?;
-        match (meta, data) {
-            (Some(meta), Some(data)) => {
-                let meta: SnapshotMeta = codec::decode("snapshot meta", &meta).map_err(|e| err(e.to_string()))?;
-                Ok(Some(Snapshot {
-                    meta,
-                    snapshot: Box::new(Cursor::new(data.to_vec())),
-                }))
-            }
-            _ => Ok(None),
-        }
+        Ok(self.snapshots.load()?.map(|(meta, data)| Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        }))
     }
 }

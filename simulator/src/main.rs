@@ -1,0 +1,213 @@
+//! roster-sim: run one seed, or sweep a range of seeds.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use roster_simulator::{run, Bug, SimConfig, SimReport};
+
+#[derive(Parser, Debug)]
+#[command(name = "roster-sim", about = "Deterministic simulation of a Roster cluster")]
+struct Args {
+    /// Run this one seed (replayable: same seed and options, same trace hash).
+    #[arg(long, conflicts_with = "seeds")]
+    seed: Option<u64>,
+    /// Sweep seeds A..B (B excluded), e.g. `1..201`.
+    #[arg(long)]
+    seeds: Option<String>,
+    /// Cluster size.
+    #[arg(long, default_value_t = 3, value_parser = parse_nodes)]
+    nodes: usize,
+    /// Simulated time of workload and faults, e.g. 60s, 500ms, 2m.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 3)]
+    clients: usize,
+    /// No crashes, partitions, loss or extra delay.
+    #[arg(long)]
+    no_faults: bool,
+    /// Plant a bug, to see the checkers catch it: ack-before-sync.
+    #[arg(long, value_parser = parse_bug)]
+    bug: Option<Bug>,
+    /// Write the whole event trace of a single run to this file.
+    #[arg(long)]
+    trace: Option<std::path::PathBuf>,
+}
+
+fn parse_bug(s: &str) -> Result<Bug, String> {
+    match s {
+        "ack-before-sync" => Ok(Bug::AckBeforeSync),
+        _ => Err(format!("unknown bug '{s}' (known: ack-before-sync)")),
+    }
+}
+
+fn parse_nodes(s: &str) -> Result<usize, String> {
+    match s {
+        "3" => Ok(3),
+        "5" => Ok(5),
+        _ => Err(format!("--nodes must be 3 or 5, not '{s}'")),
+    }
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 = num.parse().map_err(|_| format!("bad duration '{s}'"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        _ => Err(format!("bad duration unit in '{s}' (use ms, s or m)")),
+    }
+}
+
+fn parse_range(s: &str) -> Result<(u64, u64), String> {
+    let (a, b) = s
+        .split_once("..")
+        .ok_or_else(|| format!("bad seed range '{s}', expected A..B"))?;
+    let a: u64 = a.trim().parse().map_err(|_| format!("bad seed '{a}'"))?;
+    let b: u64 = b.trim().parse().map_err(|_| format!("bad seed '{b}'"))?;
+    if b <= a {
+        return Err(format!("empty seed range '{s}'"));
+    }
+    Ok((a, b))
+}
+
+fn speed(r: &SimReport) -> f64 {
+    r.simulated.as_secs_f64() / r.wall.as_secs_f64().max(1e-9)
+}
+
+fn print_one(r: &SimReport) {
+    // A closed stdout (e.g. `| head`) ends the output, not the process.
+    let _ = write_one(&mut std::io::stdout().lock(), r);
+}
+
+fn write_one(out: &mut impl Write, r: &SimReport) -> std::io::Result<()> {
+    let s = &r.stats;
+    writeln!(
+        out,
+        "seed {}: {}  trace {:016x} ({} lines)",
+        r.seed,
+        if r.violations.is_empty() { "OK" } else { "VIOLATION" },
+        r.hash,
+        r.trace_lines
+    )?;
+    writeln!(
+        out,
+        "simulated {:.1}s, wall {:.3}s ({:.0}x real time)",
+        r.simulated.as_secs_f64(),
+        r.wall.as_secs_f64(),
+        speed(r)
+    )?;
+    writeln!(
+        out,
+        "writes {} acked / {} failed, reads {} ok / {} failed, crashes {}, partitions {}, max term {}, last index {}, messages {} delivered / {} dropped",
+        s.writes_acked,
+        s.writes_failed,
+        s.reads_ok,
+        s.reads_failed,
+        s.crashes,
+        s.partitions,
+        s.max_term,
+        s.last_index,
+        s.messages_delivered,
+        s.messages_dropped
+    )?;
+    for rule in &r.checked {
+        let broken: Vec<_> = r.violations.iter().filter(|v| v.rule == *rule).collect();
+        match broken.first() {
+            None => writeln!(out, "  ok        {rule}")?,
+            Some(v) => writeln!(out, "  VIOLATED  {rule}: {} ({} times)", v.detail, broken.len())?,
+        }
+    }
+    if !r.violations.is_empty() {
+        writeln!(out, "last trace lines up to the first violation:")?;
+        for line in &r.tail {
+            writeln!(out, "  {line}")?;
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let base = SimConfig {
+        seed: 0,
+        nodes: args.nodes,
+        duration: args.duration,
+        clients: args.clients,
+        faults: !args.no_faults,
+        keep_trace: args.trace.is_some(),
+        bug: args.bug,
+    };
+    match (args.seed, &args.seeds) {
+        (Some(seed), _) => {
+            let report = run(&SimConfig { seed, ..base });
+            print_one(&report);
+            if let (Some(path), Some(lines)) = (&args.trace, &report.full_trace) {
+                if let Err(e) = std::fs::write(path, lines.join("\n") + "\n") {
+                    eprintln!("writing {}: {e}", path.display());
+                    return ExitCode::from(2);
+                }
+            }
+            if report.violations.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        (None, Some(range)) => {
+            let (a, b) = match parse_range(range) {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let wall = Instant::now();
+            let mut simulated = Duration::ZERO;
+            let mut failures = Vec::new();
+            for seed in a..b {
+                let report = run(&SimConfig { seed, ..base.clone() });
+                simulated += report.simulated;
+                if report.violations.is_empty() {
+                    eprint!("\r{}/{} seeds, {} failed", seed - a + 1, b - a, failures.len());
+                } else {
+                    eprintln!();
+                    print_one(&report);
+                    failures.push(seed);
+                }
+            }
+            eprintln!();
+            let wall = wall.elapsed().as_secs_f64();
+            println!(
+                "runs {}, failures {}{}, {:.1} seeds/s, {:.0} simulated s per wall s ({:.1}s simulated in {:.2}s)",
+                b - a,
+                failures.len(),
+                if failures.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (seeds {failures:?})")
+                },
+                (b - a) as f64 / wall,
+                simulated.as_secs_f64() / wall,
+                simulated.as_secs_f64(),
+                wall
+            );
+            if failures.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        (None, None) => {
+            eprintln!("give --seed S or --seeds A..B");
+            ExitCode::from(2)
+        }
+    }
+}
