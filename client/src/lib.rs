@@ -106,6 +106,16 @@
 //! # }
 //! ```
 //!
+//! **Roles.** [`Client::campaign`] campaigns for a role of a group with a
+//! [`LeaseKeeper`]'s lease and returns a [`RoleGuard`] once elected: its
+//! `token()` is the fencing token to pass downstream (`fence()` builds the
+//! `Fence` for Roster's own fenced writes), and its `lost()` resolves no later
+//! than the lease keeper's local deadline, or when the cluster releases the
+//! grant. [`Client::observe`] streams every change of a role's holders;
+//! [`Client::watch`] streams every event after a revision and resumes after
+//! reconnects without gaps or duplicates; [`Client::topology`] returns nodes,
+//! groups and holders at one revision. See `examples/primary_standby.rs`.
+//!
 //! **Reads** are linearizable unless a request sets `serializable`, in
 //! which case the answering node serves its local, possibly stale, state
 //! and sets `header.serializable`.
