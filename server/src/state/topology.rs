@@ -169,18 +169,9 @@ impl Topology {
             let Some(token) = next_token(self.last_token, fx.at) else {
                 break;
             };
-            let Some(holder) = r.grant(&name, token, fx.at) else {
+            if !grant_recorded(r, &mut self.last_token, fx, group, role, &name, token) {
                 break;
-            };
-            let lease = holder.candidate.lease;
-            self.last_token = token;
-            fx.events.push(Event::Granted {
-                group: group.to_owned(),
-                role: role.to_owned(),
-                candidate: name,
-                lease,
-                token,
-            });
+            }
         }
     }
 
@@ -742,17 +733,7 @@ impl Topology {
             });
             role.requeue(&from, holder, fx.at);
         }
-        if let Some(holder) = role.grant(&op.to, token, fx.at) {
-            let lease = holder.candidate.lease;
-            self.last_token = token;
-            fx.events.push(Event::Granted {
-                group: op.group.clone(),
-                role: op.role.clone(),
-                candidate: op.to.clone(),
-                lease,
-                token,
-            });
-        }
+        grant_recorded(role, &mut self.last_token, fx, &op.group, &op.role, &op.to, token);
         Ok((from, token))
     }
 
@@ -788,17 +769,15 @@ impl Topology {
         if !free {
             role.take_vacancy(fx.stamp_ms);
         }
-        if let Some(holder) = role.grant(&op.candidate, token, fx.at) {
-            let lease = holder.candidate.lease;
-            self.last_token = token;
-            fx.events.push(Event::Granted {
-                group: op.group.clone(),
-                role: op.role.clone(),
-                candidate: op.candidate.clone(),
-                lease,
-                token,
-            });
-        }
+        grant_recorded(
+            role,
+            &mut self.last_token,
+            fx,
+            &op.group,
+            &op.role,
+            &op.candidate,
+            token,
+        );
         self.sync_deadline(&op.group, &op.role);
         Ok(token)
     }
@@ -1088,4 +1067,31 @@ impl<'de> Deserialize<'de> for Topology {
         }
         Ok(topology)
     }
+}
+
+/// Grants `candidate` a slot of `r` with `token` (it must be waiting), and
+/// records what every grant records: the last token issued and a `Granted`
+/// event. Returns whether the candidate was granted.
+fn grant_recorded(
+    r: &mut Role,
+    last_token: &mut u64,
+    fx: &mut Effects,
+    group: &str,
+    role: &str,
+    candidate: &str,
+    token: u64,
+) -> bool {
+    let Some(holder) = r.grant(candidate, token, fx.at) else {
+        return false;
+    };
+    let lease = holder.candidate.lease;
+    *last_token = token;
+    fx.events.push(Event::Granted {
+        group: group.to_owned(),
+        role: role.to_owned(),
+        candidate: candidate.to_owned(),
+        lease,
+        token,
+    });
+    true
 }
