@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use roster_env::Clock;
 use tonic::transport::Channel;
 use tonic::Status;
 
@@ -32,6 +33,7 @@ struct Shared {
     client_id: u64,
     /// Sequence of the last write issued; the next write gets `+ 1`.
     sequence: AtomicU64,
+    clock: Clock,
 }
 
 impl Client {
@@ -47,6 +49,7 @@ impl Client {
             ChannelSettings {
                 connect_timeout: config.connect_timeout,
                 keepalive_interval: config.keepalive_interval,
+                dial: config.dial.clone(),
             },
         )?;
         let policy = RetryPolicy {
@@ -58,7 +61,8 @@ impl Client {
         Ok(Client {
             shared: Arc::new(Shared {
                 endpoints,
-                client_id: random_client_id(),
+                client_id: config.client_id.unwrap_or_else(random_client_id),
+                clock: config.clock.clone(),
                 sequence: AtomicU64::new(0),
             }),
             policy,
@@ -90,6 +94,11 @@ impl Client {
     /// The random id this client stamps on its writes.
     pub fn client_id(&self) -> u64 {
         self.shared.client_id
+    }
+
+    /// The local clock lease deadlines are kept on.
+    pub fn clock(&self) -> &Clock {
+        &self.shared.clock
     }
 
     /// The overall deadline of each call.
@@ -158,7 +167,7 @@ impl fmt::Debug for Client {
 /// A random non-zero client id (zero reads as "unset" in protobuf).
 fn random_client_id() -> u64 {
     loop {
-        let id: u64 = rand::random();
+        let id = roster_env::random::next_u64();
         if id != 0 {
             return id;
         }

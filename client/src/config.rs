@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use roster_env::{Clock, Dial};
+
 use crate::endpoints::parse_endpoint;
 use crate::error::Error;
 
@@ -64,6 +66,16 @@ pub struct ClientConfig {
     /// and re-established instead of eating a whole attempt. `None` disables
     /// pings. Default 10 s.
     pub keepalive_interval: Option<Duration>,
+    /// The id stamped on this client's writes for deduplication. `None`
+    /// (the default): a random one. Two live clients must never share an
+    /// id; set it only to make runs reproducible (the simulator does).
+    pub client_id: Option<u64>,
+    /// The local clock lease deadlines are kept on. Default: the real one.
+    /// The simulator gives each client a drifting clock.
+    pub clock: Clock,
+    /// How connections are opened. `None` (the default): TCP. The simulator
+    /// routes them through its in-memory network.
+    pub dial: Option<Dial>,
 }
 
 impl ClientConfig {
@@ -81,7 +93,31 @@ impl ClientConfig {
             backoff_initial: DEFAULT_BACKOFF_INITIAL,
             backoff_max: DEFAULT_BACKOFF_MAX,
             keepalive_interval: Some(DEFAULT_KEEPALIVE_INTERVAL),
+            client_id: None,
+            clock: Clock::real(),
+            dial: None,
         }
+    }
+
+    /// Sets the client id (see [`ClientConfig::client_id`]; must not be 0).
+    #[must_use]
+    pub fn with_client_id(mut self, id: u64) -> Self {
+        self.client_id = Some(id);
+        self
+    }
+
+    /// Sets the clock lease deadlines are kept on.
+    #[must_use]
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Opens connections through `dial` instead of TCP.
+    #[must_use]
+    pub fn with_dial(mut self, dial: Dial) -> Self {
+        self.dial = Some(dial);
+        self
     }
 
     /// Sets the overall deadline of one call, retries included.
@@ -175,6 +211,11 @@ impl ClientConfig {
         if self.keepalive_interval.is_some_and(|d| d.is_zero()) {
             return Err(Error::InvalidConfig(
                 "keepalive_interval must be greater than zero (use None to disable)".into(),
+            ));
+        }
+        if self.client_id == Some(0) {
+            return Err(Error::InvalidConfig(
+                "client_id must not be 0 (0 reads as unset)".into(),
             ));
         }
         Ok(addrs)

@@ -25,7 +25,6 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
-use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
 use tonic::transport::Channel;
@@ -242,7 +241,7 @@ impl RoleGuard {
     /// Whether the role may be acted on now: the lease is held (its local
     /// deadline not passed) and the server has not released the grant.
     pub fn is_held(&self) -> bool {
-        self.released.borrow().is_none() && self.lease.borrow().is_held_at(Instant::now())
+        self.released.borrow().is_none() && self.lease.borrow().is_held_at(self.client.clock().now())
     }
 
     /// Why the role is lost, if it is.
@@ -252,7 +251,7 @@ impl RoleGuard {
         }
         match &*self.lease.borrow() {
             LeaseState::Lost { reason } => Some(RoleLost::Lease(reason.clone())),
-            state if !state.is_held_at(Instant::now()) => Some(RoleLost::Lease(LostReason::Expired)),
+            state if !state.is_held_at(self.client.clock().now()) => Some(RoleLost::Lease(LostReason::Expired)),
             _ => None,
         }
     }
@@ -265,7 +264,7 @@ impl RoleGuard {
         let mut released = self.released.clone();
         tokio::select! {
             biased;
-            reason = lost_of(&self.lease) => RoleLost::Lease(reason),
+            reason = lost_of(&self.lease, self.client.clock()) => RoleLost::Lease(reason),
             reason = released.wait_for(Option::is_some) => match reason {
                 Ok(reason) => RoleLost::Released(reason.clone().unwrap_or_default()),
                 // The sender lives in `self`: cannot happen.
@@ -431,7 +430,7 @@ impl Client {
             let attempt = self.campaign_once(&candidacy, &opts);
             let step = tokio::select! {
                 biased;
-                reason = lost_of(&lease) => {
+                reason = lost_of(&lease, self.clock()) => {
                     return Err(local_error(self, Status::failed_precondition(format!(
                         "lease {:x} lost while campaigning for {:?} of {:?}: {reason}",
                         candidacy.lease, candidacy.role, candidacy.group

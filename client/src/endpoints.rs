@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
+use roster_env::Dial;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::error::Error;
@@ -94,10 +95,12 @@ pub fn parse_endpoint(raw: &str) -> Result<String, Error> {
 }
 
 /// Settings used to open a channel to any endpoint.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct ChannelSettings {
     pub connect_timeout: Duration,
     pub keepalive_interval: Option<Duration>,
+    /// TCP unless set (the simulator's in-memory network).
+    pub dial: Option<Dial>,
 }
 
 /// One endpoint and its (lazily connecting) channel.
@@ -122,7 +125,7 @@ impl Endpoints {
     pub fn new(addrs: &[String], settings: ChannelSettings) -> Result<Self, Error> {
         let nodes = addrs
             .iter()
-            .map(|addr| open(addr, settings))
+            .map(|addr| open(addr, &settings))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Endpoints {
             configured: nodes.len(),
@@ -179,7 +182,7 @@ impl Endpoints {
             tracing::debug!(%addr, "ignoring leader hint: too many learnt endpoints");
             return None;
         }
-        let node = open(&addr, self.settings).ok()?;
+        let node = open(&addr, &self.settings).ok()?;
         tracing::debug!(%addr, "learnt leader endpoint from hint");
         nodes.push(node);
         Some(nodes.len() - 1)
@@ -194,7 +197,7 @@ impl Endpoints {
     }
 }
 
-fn open(addr: &str, settings: ChannelSettings) -> Result<Node, Error> {
+fn open(addr: &str, settings: &ChannelSettings) -> Result<Node, Error> {
     let mut endpoint = Endpoint::from_shared(format!("http://{addr}"))
         .map_err(|e| Error::InvalidEndpoint {
             endpoint: addr.to_owned(),
@@ -210,7 +213,7 @@ fn open(addr: &str, settings: ChannelSettings) -> Result<Node, Error> {
     }
     Ok(Node {
         addr: Arc::from(addr),
-        channel: endpoint.connect_lazy(),
+        channel: roster_env::dial::channel(&endpoint, addr, settings.dial.as_ref()),
     })
 }
 
@@ -263,6 +266,7 @@ mod tests {
         let settings = ChannelSettings {
             connect_timeout: Duration::from_secs(1),
             keepalive_interval: None,
+            dial: None,
         };
         let eps = Endpoints::new(&["a:1".into(), "b:2".into()], settings).unwrap();
         assert_eq!(eps.preferred(), 0);

@@ -9,9 +9,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use roster_env::Clock;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
-use tokio::time::{sleep_until, Instant};
+use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Status, Streaming};
 
@@ -311,7 +312,7 @@ fn publish(state: &watch::Sender<LeaseState>, new: LeaseState) -> bool {
 
 /// Resolves once `state` is lost: when it says so, or at its deadline by a
 /// timer of its own (which then publishes `Lost { Expired }`).
-pub(crate) async fn lost_of(state: &watch::Sender<LeaseState>) -> LostReason {
+pub(crate) async fn lost_of(state: &watch::Sender<LeaseState>, clock: &Clock) -> LostReason {
     let mut rx = state.subscribe();
     loop {
         let deadline = match &*rx.borrow_and_update() {
@@ -320,7 +321,7 @@ pub(crate) async fn lost_of(state: &watch::Sender<LeaseState>) -> LostReason {
         };
         tokio::select! {
             biased;
-            _ = sleep_until(deadline) => {
+            _ = clock.sleep_until(deadline) => {
                 publish(state, LeaseState::Lost { reason: LostReason::Expired });
             }
             changed = rx.changed() => {
@@ -445,7 +446,7 @@ impl LeaseKeeper {
     /// Whether the lease may be acted on now. Check this right before each
     /// action taken as holder; see [`LeaseState::is_held_at`].
     pub fn is_held(&self) -> bool {
-        self.state.borrow().is_held_at(Instant::now())
+        self.state.borrow().is_held_at(self.client.clock().now())
     }
 
     /// Resolves once the lease is lost (at once if it already is), with the
@@ -455,7 +456,7 @@ impl LeaseKeeper {
     /// timer on the current deadline, so it resolves at the deadline even
     /// if that task is starved.
     pub async fn lost(&self) -> LostReason {
-        lost_of(&self.state).await
+        lost_of(&self.state, self.client.clock()).await
     }
 
     /// A handle on the keeper's state for the crate (role guards): it reads
@@ -520,7 +521,7 @@ impl Client {
     /// bad options (checked before anything is granted).
     pub async fn grant_and_keep(&self, ttl: Duration, opts: KeeperOptions) -> Result<LeaseKeeper, Error> {
         opts.validate(ttl)?;
-        let start = Instant::now();
+        let start = self.clock().now();
         let granted = self.lease_grant(ttl).await?;
         let granted_ttl = Duration::from_millis(granted.ttl_ms);
         if granted_ttl.is_zero() {
@@ -529,7 +530,7 @@ impl Client {
                 status: Status::internal(format!("lease {} was granted with TTL 0", granted.id)),
             });
         }
-        if Instant::now() >= start + opts.safe_ttl(granted_ttl) {
+        if self.clock().now() >= start + opts.safe_ttl(granted_ttl) {
             // The grant took so long (retries, failover) that it vouches for
             // nothing any more; a keeper must not start out lost, so ask for
             // a fresh acknowledgement instead.
@@ -551,24 +552,27 @@ impl Client {
     /// deadline, or with `INVALID_ARGUMENT` for bad options.
     pub async fn keep_lease(&self, id: i64, ttl: Duration, opts: KeeperOptions) -> Result<LeaseKeeper, Error> {
         opts.validate(ttl)?;
+        let clock = self.clock().clone();
         let (sent, ack) = self
-            .call("LeaseKeepAlive", Idempotency::Safe, move |channel, budget| async move {
-                let (tx, rx) = mpsc::channel(1);
-                let sent = Instant::now();
-                // Cannot fail: the queue is empty and `rx` alive.
-                let _ = tx.try_send(LeaseKeepAliveRequest { id });
-                let mut stream = lease(channel)
-                    .keep_alive(request(ReceiverStream::new(rx), budget))
-                    .await?
-                    .into_inner();
-                let ack = stream
-                    .message()
-                    .await?
-                    .ok_or_else(|| Status::unavailable("keepalive stream closed before acknowledging the renewal"))?;
-                // Keep the request side open until the answer is in, so the
-                // server never sees a half-closed stream with a pending renewal.
-                drop(tx);
-                Ok(tonic::Response::new((sent, ack)))
+            .call("LeaseKeepAlive", Idempotency::Safe, move |channel, budget| {
+                let clock = clock.clone();
+                async move {
+                    let (tx, rx) = mpsc::channel(1);
+                    let sent = clock.now();
+                    // Cannot fail: the queue is empty and `rx` alive.
+                    let _ = tx.try_send(LeaseKeepAliveRequest { id });
+                    let mut stream = lease(channel)
+                        .keep_alive(request(ReceiverStream::new(rx), budget))
+                        .await?
+                        .into_inner();
+                    let ack = stream.message().await?.ok_or_else(|| {
+                        Status::unavailable("keepalive stream closed before acknowledging the renewal")
+                    })?;
+                    // Keep the request side open until the answer is in, so the
+                    // server never sees a half-closed stream with a pending renewal.
+                    drop(tx);
+                    Ok(tonic::Response::new((sent, ack)))
+                }
             })
             .await?;
         if ack.id != id {
@@ -590,7 +594,7 @@ impl Client {
     /// a request sent at `sent`.
     fn start_keeper(&self, id: i64, ttl: Duration, sent: Instant, opts: KeeperOptions) -> LeaseKeeper {
         let tracker = Tracker::new(id, ttl, sent, opts);
-        let state = Arc::new(watch::Sender::new(tracker.state(Instant::now())));
+        let state = Arc::new(watch::Sender::new(tracker.state(self.clock().now())));
         let policy = self.policy();
         let target = self.endpoint_set().preferred();
         let task = Task {
@@ -602,7 +606,7 @@ impl Client {
             jumped_to_hint: false,
             backoff: Backoff::new(policy.backoff_initial, policy.backoff_max),
             // Open the stream at once.
-            conn: Conn::Idle { at: Instant::now() },
+            conn: Conn::Idle { at: self.clock().now() },
         };
         LeaseKeeper {
             id,
@@ -751,10 +755,10 @@ enum Event {
 }
 
 /// Waits for the next stream event. Cancel-safe: all state stays in `conn`.
-async fn next_event(conn: &mut Conn, renewal_timeout: Duration) -> Event {
+async fn next_event(conn: &mut Conn, renewal_timeout: Duration, clock: &Clock) -> Event {
     let active = match conn {
         Conn::Idle { at } => {
-            sleep_until(*at).await;
+            clock.sleep_until(*at).await;
             return Event::Reopen;
         }
         Conn::Active(active) => active,
@@ -762,7 +766,7 @@ async fn next_event(conn: &mut Conn, renewal_timeout: Duration) -> Event {
     let ack_by = active.inflight.front().map(|sent| *sent + renewal_timeout);
     let overdue = async move {
         match ack_by {
-            Some(at) => sleep_until(at).await,
+            Some(at) => clock.sleep_until(at).await,
             None => std::future::pending().await,
         }
     };
@@ -785,7 +789,7 @@ async fn next_event(conn: &mut Conn, renewal_timeout: Duration) -> Event {
                     Err(status) => Event::Failed(status),
                 },
                 () = overdue => Event::AckOverdue,
-                () = sleep_until(next_renewal) => Event::RenewDue,
+                () = clock.sleep_until(next_renewal) => Event::RenewDue,
             }
         }
     }
@@ -808,10 +812,11 @@ struct Task {
 impl Task {
     async fn run(mut self) {
         let mut watcher = self.state.subscribe();
+        let clock = self.client.clock().clone();
         loop {
             // One clock reading for the state and the jeopardy timer, so a
             // threshold crossed in between cannot be missed.
-            let now = Instant::now();
+            let now = clock.now();
             if publish(&self.state, self.tracker.state(now)) {
                 tracing::debug!(lease = self.tracker.id, state = ?*self.state.borrow(), "lease keeper stops");
                 return;
@@ -823,15 +828,15 @@ impl Task {
                 biased;
                 // The deadline wins every tie: no acknowledgement processed
                 // after it can revive the lease.
-                () = sleep_until(deadline) => {
+                () = clock.sleep_until(deadline) => {
                     self.tracker.lose(LostReason::Expired);
                     continue;
                 }
                 _ = watcher.wait_for(LeaseState::is_lost) => continue,
-                () = sleep_until(near_at.unwrap_or(now)), if near_at.is_some() => continue,
-                event = next_event(&mut self.conn, renewal_timeout) => event,
+                () = clock.sleep_until(near_at.unwrap_or(now)), if near_at.is_some() => continue,
+                event = next_event(&mut self.conn, renewal_timeout, &clock) => event,
             };
-            if Instant::now() >= self.tracker.deadline {
+            if clock.now() >= self.tracker.deadline {
                 self.tracker.lose(LostReason::Expired);
                 continue;
             }
@@ -866,7 +871,7 @@ impl Task {
         let node = self.client.endpoint_set().get(self.target);
         let (tx, rx) = mpsc::channel(RENEWAL_QUEUE);
         // Read the clock before the renewal can possibly leave.
-        let sent = Instant::now();
+        let sent = self.client.clock().now();
         // Cannot fail: the queue is new and `rx` alive.
         let _ = tx.try_send(LeaseKeepAliveRequest { id: self.tracker.id });
         let mut stub = lease(node.channel.clone());
@@ -887,7 +892,7 @@ impl Task {
         let Conn::Active(active) = &mut self.conn else {
             return;
         };
-        let sent = Instant::now();
+        let sent = self.client.clock().now();
         match active.tx.try_send(LeaseKeepAliveRequest { id }) {
             Ok(()) => {
                 active.inflight.push_back(sent);
@@ -946,7 +951,7 @@ impl Task {
         } else {
             None
         };
-        let now = Instant::now();
+        let now = self.client.clock().now();
         tracing::debug!(
             lease = self.tracker.id,
             %endpoint,

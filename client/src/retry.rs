@@ -5,7 +5,6 @@ use std::error::Error as StdError;
 use std::future::Future;
 use std::time::Duration;
 
-use rand::Rng;
 use tokio::time::Instant;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
@@ -66,7 +65,8 @@ impl Backoff {
         if ceiling <= low {
             return ceiling;
         }
-        rand::thread_rng().gen_range(low..=ceiling)
+        let nanos = roster_env::random::in_range(low.as_nanos() as u64, ceiling.as_nanos() as u64);
+        Duration::from_nanos(nanos)
     }
 }
 

@@ -18,7 +18,7 @@ use roster_proto::v1::topology_server::TopologyServer;
 use roster_proto::v1::watch_server::WatchServer;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tonic::transport::server::TcpIncoming;
+use tonic::transport::server::{Router, TcpIncoming};
 
 use crate::api::cluster::ClusterService;
 use crate::api::common::{StreamLimit, Streams};
@@ -45,6 +45,38 @@ pub struct RunningNode {
     http_addr: Option<SocketAddr>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<anyhow::Result<()>>>,
+}
+
+/// Every gRPC service a node serves (clients and peers), with its message
+/// limits, on `ctx`. rosterd serves it on TCP; the simulator serves the very
+/// same router on in-memory connections. Starts the node's lease keeper.
+pub fn grpc_router(ctx: &NodeContext, streams: Streams) -> Router {
+    tonic::transport::Server::builder()
+        .add_service(
+            KvServer::new(KvService::new(ctx.clone()))
+                .max_decoding_message_size(limits::MAX_TRANSPORT_BYTES)
+                .max_encoding_message_size(limits::MAX_RESPONSE_BYTES),
+        )
+        .add_service(ClusterServer::new(ClusterService::new(ctx.clone())))
+        .add_service(LeaseServer::new(LeaseService::new(
+            ctx.clone(),
+            LeaseKeeper::start(ctx.clone()),
+        )))
+        .add_service(ElectionServer::new(ElectionService::new(ctx.clone(), streams.clone())))
+        .add_service(
+            TopologyServer::new(TopologyService::new(ctx.clone()))
+                .max_decoding_message_size(limits::MAX_TRANSPORT_BYTES)
+                .max_encoding_message_size(limits::MAX_RESPONSE_BYTES),
+        )
+        .add_service(
+            WatchServer::new(WatchService::new(ctx.clone(), streams))
+                .max_encoding_message_size(limits::MAX_RESPONSE_BYTES),
+        )
+        .add_service(
+            RaftTransportServer::new(TransportService::new(ctx.clone()))
+                .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES),
+        )
 }
 
 impl RunningNode {
@@ -104,33 +136,7 @@ impl RunningNode {
         // Watch, observe and campaign streams end when `stop` fires, so the
         // graceful shutdown below does not wait on them.
         let streams = Streams::new(StreamLimit::default(), stop.subscribe());
-        let grpc = tonic::transport::Server::builder()
-            .add_service(
-                KvServer::new(KvService::new(ctx.clone()))
-                    .max_decoding_message_size(limits::MAX_TRANSPORT_BYTES)
-                    .max_encoding_message_size(limits::MAX_RESPONSE_BYTES),
-            )
-            .add_service(ClusterServer::new(ClusterService::new(ctx.clone())))
-            .add_service(LeaseServer::new(LeaseService::new(
-                ctx.clone(),
-                LeaseKeeper::start(ctx.clone()),
-            )))
-            .add_service(ElectionServer::new(ElectionService::new(ctx.clone(), streams.clone())))
-            .add_service(
-                TopologyServer::new(TopologyService::new(ctx.clone()))
-                    .max_decoding_message_size(limits::MAX_TRANSPORT_BYTES)
-                    .max_encoding_message_size(limits::MAX_RESPONSE_BYTES),
-            )
-            .add_service(
-                WatchServer::new(WatchService::new(ctx.clone(), streams))
-                    .max_encoding_message_size(limits::MAX_RESPONSE_BYTES),
-            )
-            .add_service(
-                RaftTransportServer::new(TransportService::new(ctx.clone()))
-                    .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
-                    .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES),
-            )
-            .add_service(health_service);
+        let grpc = grpc_router(&ctx, streams).add_service(health_service);
         let incoming = TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
         tasks.push(tokio::spawn({
             let stop = stop.subscribe();

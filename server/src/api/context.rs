@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use roster_env::Clock;
 use tokio::time::Instant;
 
 use crate::raft::network::Peers;
@@ -26,6 +27,9 @@ pub struct NodeContext {
     pub election_max: Duration,
     /// Highest committed log index this node knows of.
     pub committed: Arc<AtomicU64>,
+    /// The local clock lease deadlines and command stamps are read from
+    /// (the real clock in rosterd; a drifting one in the simulator).
+    pub clock: Clock,
     contact: Arc<LeaderContact>,
 }
 
@@ -60,11 +64,19 @@ impl NodeContext {
             request_timeout,
             election_max,
             committed,
+            clock: Clock::real(),
             contact: Arc::new(LeaderContact {
                 base: Instant::now(),
                 last_ms: AtomicU64::new(u64::MAX),
             }),
         }
+    }
+
+    /// The same context on another clock (the simulator's drifting ones).
+    #[must_use]
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     pub fn metrics(&self) -> RaftMetrics {

@@ -141,7 +141,7 @@ struct Keeper {
 impl Keeper {
     fn new(ctx: NodeContext) -> Self {
         let (done_tx, done_rx) = mpsc::unbounded_channel();
-        let now = Instant::now();
+        let now = ctx.clock.now();
         Self {
             ctx,
             leading: None,
@@ -218,7 +218,7 @@ impl Keeper {
     }
 
     fn on_done(&mut self, done: Done) {
-        let now = Instant::now();
+        let now = self.ctx.clock.now();
         match done {
             Done::Renewed { batch, result } => {
                 self.renewing = false;
@@ -268,7 +268,7 @@ impl Keeper {
     }
 
     async fn on_tick(&mut self) {
-        let now = Instant::now();
+        let now = self.ctx.clock.now();
         let late = now.saturating_duration_since(self.last_tick + TICK);
         self.last_tick = now;
 
@@ -327,7 +327,7 @@ impl Keeper {
             tracing::warn!("lease keeper: cannot confirm leadership yet: {e}");
             return false;
         }
-        let now = Instant::now();
+        let now = self.ctx.clock.now();
         self.leading = Some(term);
         self.last_checkpoint = now
             .checked_sub(CHECKPOINT_EVERY - FIRST_CHECKPOINT_AFTER)
@@ -433,7 +433,7 @@ impl Keeper {
             return;
         }
         let due = self.ctx.state.read().state.next_role_deadline_ms();
-        if due.is_some_and(|ms| ms <= super::route::now_ms()) {
+        if due.is_some_and(|ms| ms <= self.ctx.clock.wall_ms()) {
             self.ticking = true;
             let (ctx, done) = (self.ctx.clone(), self.done_tx.clone());
             tokio::spawn(async move {

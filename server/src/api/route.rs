@@ -9,7 +9,6 @@
 //! the same request id and the state machine deduplicates.
 
 use std::collections::BTreeSet;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use openraft::{BasicNode, ChangeMembers};
@@ -101,13 +100,6 @@ impl From<RouteError> for tonic::Status {
     }
 }
 
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 fn from_write_error(e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -> RouteError {
     match e {
         RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => RouteError::NotLeader {
@@ -159,7 +151,7 @@ impl NodeContext {
         };
         match proposal {
             Proposal::Write(mut command) => {
-                command.stamp_ms = now_ms();
+                command.stamp_ms = self.clock.wall_ms();
                 let resp = timeout_at(deadline, self.raft.client_write(command))
                     .await
                     .map_err(|_| timed_out())?

@@ -46,7 +46,7 @@ pub type RaftMetrics = openraft::RaftMetrics<NodeId, openraft::BasicNode>;
 /// openraft's tokio runtime, except for where its randomness comes from.
 ///
 /// openraft draws its one random number, the election timeout, from
-/// `AsyncRuntime::thread_rng`. Here that is [`ElectionRng`]: the OS-seeded
+/// `AsyncRuntime::thread_rng`. Here that is [`roster_env::random::ThreadRng`]: the OS-seeded
 /// `rand::thread_rng` (exactly what `openraft::TokioRuntime` uses) unless
 /// the current thread was given a seed with [`seed_thread_rng`], which only
 /// the deterministic simulator does. Everything else delegates to
@@ -64,7 +64,7 @@ impl openraft::AsyncRuntime for RosterRuntime {
     type TimeoutError = <Tokio as openraft::AsyncRuntime>::TimeoutError;
     type Timeout<R, T: std::future::Future<Output = R> + openraft::OptionalSend> =
         <Tokio as openraft::AsyncRuntime>::Timeout<R, T>;
-    type ThreadLocalRng = ElectionRng;
+    type ThreadLocalRng = roster_env::random::ThreadRng;
     type OneshotSender<T: openraft::OptionalSend> = <Tokio as openraft::AsyncRuntime>::OneshotSender<T>;
     type OneshotReceiverError = <Tokio as openraft::AsyncRuntime>::OneshotReceiverError;
     type OneshotReceiver<T: openraft::OptionalSend> = <Tokio as openraft::AsyncRuntime>::OneshotReceiver<T>;
@@ -104,7 +104,7 @@ impl openraft::AsyncRuntime for RosterRuntime {
     }
 
     fn thread_rng() -> Self::ThreadLocalRng {
-        ElectionRng
+        roster_env::random::ThreadRng
     }
 
     fn oneshot<T>() -> (Self::OneshotSender<T>, Self::OneshotReceiver<T>)
@@ -115,49 +115,12 @@ impl openraft::AsyncRuntime for RosterRuntime {
     }
 }
 
-thread_local! {
-    /// SplitMix64 state of this thread's seeded RNG; `None`: use the OS-seeded one.
-    static SEEDED_RNG: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
-}
-
 /// Seeds (`Some`) or unseeds (`None`) the randomness openraft draws on this
-/// thread (election timeouts). For the deterministic simulator, which runs
-/// a whole cluster on one thread; rosterd never calls it.
+/// thread (election timeouts), and everything else drawn from
+/// [`roster_env::random`]. For the deterministic simulator, which runs a
+/// whole cluster on one thread; rosterd never calls it.
 pub fn seed_thread_rng(seed: Option<u64>) {
-    SEEDED_RNG.with(|s| s.set(seed));
-}
-
-/// openraft's randomness: see [`RosterRuntime`].
-pub struct ElectionRng;
-
-impl rand::RngCore for ElectionRng {
-    fn next_u32(&mut self) -> u32 {
-        (self.next_u64() >> 32) as u32
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        let seeded = SEEDED_RNG.with(|s| {
-            let state = s.get()?.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            s.set(Some(state));
-            let mut z = state;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            Some(z ^ (z >> 31))
-        });
-        seeded.unwrap_or_else(|| rand::thread_rng().next_u64())
-    }
-
-    fn fill_bytes(&mut self, dest: &mut [u8]) {
-        for chunk in dest.chunks_mut(8) {
-            let bytes = self.next_u64().to_le_bytes();
-            chunk.copy_from_slice(&bytes[..chunk.len()]);
-        }
-    }
-
-    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand::Error> {
-        self.fill_bytes(dest);
-        Ok(())
-    }
+    roster_env::random::seed_thread(seed);
 }
 
 /// Raft timing and log-compaction settings of one node.

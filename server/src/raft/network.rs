@@ -18,6 +18,7 @@ use openraft::raft::{
     VoteResponse,
 };
 use openraft::BasicNode;
+use roster_env::Dial;
 use roster_proto::raft::raft_transport_client::RaftTransportClient;
 use roster_proto::raft::RaftPayload;
 use serde::de::DeserializeOwned;
@@ -40,9 +41,20 @@ pub struct Peers {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
     /// Peers whose RPCs are failing, and when that was last logged.
     failing: Arc<Mutex<HashMap<NodeId, std::time::Instant>>>,
+    /// How connections are made: TCP unless the simulator substitutes its
+    /// in-memory network.
+    dial: Option<Dial>,
 }
 
 impl Peers {
+    /// Peers reached through `dial` instead of TCP.
+    pub fn with_dial(dial: Dial) -> Self {
+        Self {
+            dial: Some(dial),
+            ..Self::default()
+        }
+    }
+
     /// A client for the peer at `addr` (`host:port`). Connection happens on
     /// first use and is re-established by tonic after failures.
     pub fn client(&self, addr: &str) -> Result<RaftTransportClient<Channel>, tonic::Status> {
@@ -56,7 +68,7 @@ impl Peers {
                     .tcp_nodelay(true)
                     .http2_keep_alive_interval(Duration::from_secs(5))
                     .keep_alive_timeout(Duration::from_secs(5));
-                let channel = endpoint.connect_lazy();
+                let channel = roster_env::dial::channel(&endpoint, addr, self.dial.as_ref());
                 channels.insert(addr.to_string(), channel.clone());
                 channel
             }
