@@ -15,6 +15,7 @@ compile_error!(
      replaces that setting, so add `--cfg tokio_unstable` to RUSTFLAGS or unset it."
 );
 
+pub mod conn;
 pub mod disk;
 pub mod net;
 pub mod rng;

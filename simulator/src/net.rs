@@ -22,12 +22,23 @@ use openraft::raft::{
     VoteResponse,
 };
 use openraft::BasicNode;
+use roster_server::api::NodeContext;
 use roster_server::raft::state_machine::StateMachineStore;
 use roster_server::raft::{NodeId, Raft, TypeConfig};
+use tokio::io::DuplexStream;
+use tokio::sync::{mpsc, Notify};
+use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
+pub use crate::conn::ConnectFate;
 use crate::rng::SimRng;
 use crate::trace::{self, SharedTrace};
+
+/// Who is at one end of a message or connection: nodes are `1..=n`,
+/// clients [`CLIENT_BASE`]` + c`.
+pub type PartyId = u64;
+/// Party ids of clients start above every node id.
+pub const CLIENT_BASE: PartyId = 100;
 
 /// A running node as the network (and the clients) see it.
 #[derive(Clone)]
@@ -35,14 +46,27 @@ pub struct Endpoint {
     pub incarnation: u64,
     pub raft: Raft,
     pub state: StateMachineStore,
+    pub ctx: NodeContext,
+    /// Where accepted connections go: the node's tonic server.
+    pub incoming: mpsc::UnboundedSender<DuplexStream>,
+}
+
+/// One open connection, `from` → node `to`, and its relay.
+struct Conn {
+    from: PartyId,
+    to: PartyId,
+    relay: AbortHandle,
 }
 
 pub struct NetState {
     rng: SimRng,
     /// Index `id - 1`; `None` while crashed.
     pub nodes: Vec<Option<Endpoint>>,
-    /// Directed cut links `(from, to)`.
-    cut: BTreeSet<(NodeId, NodeId)>,
+    /// Directed cut links `(from, to)`, between nodes or a client and a node.
+    cut: BTreeSet<(PartyId, PartyId)>,
+    /// Paused parties: what they send or are sent waits until they resume.
+    paused: BTreeSet<PartyId>,
+    conns: Vec<Conn>,
     pub loss: f64,
     pub delay_min_us: u64,
     pub delay_max_us: u64,
@@ -53,7 +77,9 @@ pub struct NetState {
 #[derive(Clone)]
 pub struct Net {
     state: Arc<Mutex<NetState>>,
-    trace: SharedTrace,
+    /// Wakes whatever waits for a party to resume.
+    resumed: Arc<Notify>,
+    pub(crate) trace: SharedTrace,
 }
 
 enum Fate {
@@ -78,12 +104,15 @@ impl Net {
                 rng,
                 nodes: vec![None; nodes],
                 cut: BTreeSet::new(),
+                paused: BTreeSet::new(),
+                conns: Vec::new(),
                 loss: 0.0,
                 delay_min_us: 200,
                 delay_max_us: 5_000,
                 delivered: 0,
                 dropped: 0,
             })),
+            resumed: Arc::new(Notify::new()),
             trace,
         }
     }
@@ -109,10 +138,109 @@ impl Net {
                 s.cut.insert((y, x));
             }
         }
+        drop(s);
+        self.break_cut_conns();
     }
 
     pub fn heal(&self) {
         self.lock().cut.clear();
+    }
+
+    /// Cuts the links between client party `client` and `nodes`, both ways.
+    pub fn cut_client(&self, client: PartyId, nodes: &[NodeId]) {
+        let mut s = self.lock();
+        for &n in nodes {
+            s.cut.insert((client, n));
+            s.cut.insert((n, client));
+        }
+        drop(s);
+        self.break_cut_conns();
+    }
+
+    /// Closes every connection that crosses a cut link (as TCP connections
+    /// across a partition eventually break).
+    pub fn break_cut_conns(&self) {
+        let mut s = self.lock();
+        let cut = s.cut.clone();
+        s.conns.retain(|c| {
+            let crossing = cut.contains(&(c.from, c.to)) || cut.contains(&(c.to, c.from));
+            if crossing {
+                c.relay.abort();
+            }
+            !crossing && !c.relay.is_finished()
+        });
+    }
+
+    /// Closes every connection from or to `party` (it crashed).
+    pub fn break_conns_of(&self, party: PartyId) {
+        self.lock().conns.retain(|c| {
+            let hit = c.from == party || c.to == party;
+            if hit {
+                c.relay.abort();
+            }
+            !hit && !c.relay.is_finished()
+        });
+    }
+
+    pub fn pause(&self, party: PartyId) {
+        self.lock().paused.insert(party);
+    }
+
+    pub fn resume(&self, party: PartyId) {
+        self.lock().paused.remove(&party);
+        self.resumed.notify_waiters();
+    }
+
+    pub fn resume_all(&self) {
+        self.lock().paused.clear();
+        self.resumed.notify_waiters();
+    }
+
+    /// Waits while either end is paused.
+    pub async fn wait_unpaused(&self, a: PartyId, b: PartyId) {
+        loop {
+            let resumed = self.resumed.notified();
+            {
+                let s = self.lock();
+                if !s.paused.contains(&a) && !s.paused.contains(&b) {
+                    return;
+                }
+            }
+            resumed.await;
+        }
+    }
+
+    /// What a new connection `from` → node `to` meets.
+    pub fn connect_fate(&self, from: PartyId, to: NodeId) -> ConnectFate {
+        let mut s = self.lock();
+        if s.cut.contains(&(from, to)) || s.cut.contains(&(to, from)) {
+            return ConnectFate::Lost;
+        }
+        let up = to >= 1 && to as usize <= s.nodes.len() && s.nodes[(to - 1) as usize].is_some();
+        let d = s.delay();
+        if up {
+            ConnectFate::Connect(d)
+        } else {
+            ConnectFate::Refused(d)
+        }
+    }
+
+    /// The accepting end of node `to`, if it is up and reachable.
+    pub fn accept(&self, from: PartyId, to: NodeId) -> Option<mpsc::UnboundedSender<DuplexStream>> {
+        let s = self.lock();
+        if s.cut.contains(&(from, to)) || s.cut.contains(&(to, from)) {
+            return None;
+        }
+        s.nodes.get((to - 1) as usize)?.as_ref().map(|e| e.incoming.clone())
+    }
+
+    pub fn track_conn(&self, from: PartyId, to: NodeId, relay: AbortHandle) {
+        self.lock().conns.push(Conn { from, to, relay });
+    }
+
+    /// Delay of one chunk on a connection.
+    pub fn stream_delay(&self) -> Duration {
+        self.lock().delay()
     }
 
     fn alive(s: &NetState, id: NodeId, incarnation: u64) -> Option<Endpoint> {
@@ -219,7 +347,7 @@ impl NetClient {
     async fn rpc<Resp, E, F, Fut>(&self, what: String, ttl: Duration, deliver: F) -> RpcResult<Resp, E>
     where
         E: std::error::Error,
-        F: FnOnce(Raft) -> Fut,
+        F: FnOnce(Endpoint) -> Fut,
         Fut: std::future::Future<Output = Result<Resp, RaftError<NodeId, E>>>,
     {
         let deadline = Instant::now() + ttl;
@@ -239,6 +367,7 @@ impl NetClient {
             }
         };
         tokio::time::sleep(delay).await;
+        self.net.wait_unpaused(self.from, self.target).await;
         if Instant::now() >= deadline
             || !self
                 .net
@@ -248,7 +377,7 @@ impl NetClient {
             return timeout_err("request lost");
         }
         trace::record(&self.net.trace, &self.who(), format!("-> n{} {what}", self.target));
-        let result = match tokio::time::timeout_at(deadline, deliver(target.raft.clone())).await {
+        let result = match tokio::time::timeout_at(deadline, deliver(target.clone())).await {
             Ok(r) => r,
             Err(_) => return timeout_err("no answer before the deadline"),
         };
@@ -257,6 +386,7 @@ impl NetClient {
             return timeout_err("reply lost");
         };
         tokio::time::sleep(back).await;
+        self.net.wait_unpaused(self.target, self.from).await;
         if Instant::now() >= deadline
             || !self
                 .net
@@ -282,11 +412,11 @@ impl RaftNetwork<TypeConfig> for NetClient {
             rpc.entries.len(),
             rpc.leader_commit.map(|l| l.index)
         );
-        self.rpc(
-            what,
-            option.hard_ttl(),
-            |raft| async move { raft.append_entries(rpc).await },
-        )
+        self.rpc(what, option.hard_ttl(), |target| async move {
+            // What the transport service does on a real node.
+            target.ctx.note_leader_contact();
+            target.raft.append_entries(rpc).await
+        })
         .await
     }
 
@@ -303,8 +433,8 @@ impl RaftNetwork<TypeConfig> for NetClient {
             rpc.data.len(),
             rpc.done
         );
-        self.rpc(what, option.hard_ttl(), |raft| async move {
-            raft.install_snapshot(rpc).await
+        self.rpc(what, option.hard_ttl(), |target| async move {
+            target.raft.install_snapshot(rpc).await
         })
         .await
     }
@@ -315,7 +445,11 @@ impl RaftNetwork<TypeConfig> for NetClient {
             rpc.vote.leader_id.term,
             rpc.last_log_id.map(|l| (l.leader_id.term, l.index))
         );
-        self.rpc(what, option.hard_ttl(), |raft| async move { raft.vote(rpc).await })
-            .await
+        self.rpc(
+            what,
+            option.hard_ttl(),
+            |target| async move { target.raft.vote(rpc).await },
+        )
+        .await
     }
 }

@@ -2,7 +2,7 @@
 //! state machine, a client workload, a fault schedule, and the checkers.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -13,6 +13,16 @@ use roster_server::raft::{codec, seed_thread_rng, Entry, NodeId, Raft, RaftMetri
 use roster_server::state::{Command, Op, PutOp, RangeOp, RequestId, Response};
 use tokio::time::Instant;
 
+use roster_env::{Clock, Dial};
+use roster_server::api::common::{StreamLimit, Streams};
+use roster_server::api::NodeContext;
+use roster_server::node::grpc_router;
+use roster_server::raft::network::Peers;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tokio_stream::StreamExt;
+
+use crate::conn::SimDialer;
 use crate::disk::SimDisk;
 use crate::net::{Endpoint, Net, NetFactory};
 use crate::rng::SimRng;
@@ -20,6 +30,15 @@ use crate::trace::{self, fnv1a_new, SharedTrace, Trace};
 
 /// Leader clock at simulated time 0 (what `Command::stamp_ms` counts from).
 const EPOCH_MS: u64 = 1_700_000_000_000;
+/// Longest a request waits for Raft on a node (rosterd's default).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The address node `id` advertises: what clients dial and what Raft's
+/// membership records.
+pub fn node_addr(id: NodeId) -> String {
+    format!("n{id}:7401")
+}
+
 /// How long a client waits for one operation.
 const OP_TIMEOUT: Duration = Duration::from_secs(3);
 /// After the faults heal: how long the cluster may take to converge.
@@ -156,6 +175,11 @@ impl Shared {
         trace::record(&self.trace, who, event);
     }
 
+    /// Clock drift of node `id` in this run (0 until drift is simulated).
+    fn drift_ppm(&self, _id: NodeId) -> i64 {
+        0
+    }
+
     fn now_ms(&self) -> u64 {
         self.trace.lock().unwrap_or_else(|p| p.into_inner()).now_ms()
     }
@@ -195,7 +219,10 @@ pub fn run(cfg: &SimConfig) -> SimReport {
 
 struct Cluster {
     cfg: SimConfig,
+    timing: RaftTiming,
     raft_config: Arc<openraft::Config>,
+    /// Stops each running node's gRPC server.
+    stops: Mutex<Vec<Option<watch::Sender<bool>>>>,
     disks: Vec<SimDisk>,
     shared: Arc<Shared>,
 }
@@ -203,6 +230,13 @@ struct Cluster {
 impl Cluster {
     fn ids(&self) -> Vec<NodeId> {
         (1..=self.cfg.nodes as NodeId).collect()
+    }
+
+    /// A fresh local clock for a node (re)starting now: a process restart
+    /// reads a new monotonic clock, with this run's drift for the node.
+    fn node_clock(&self, id: NodeId) -> Clock {
+        let ppm = self.shared.drift_ppm(id);
+        Clock::drifting(ppm, EPOCH_MS + self.shared.now_ms())
     }
 
     /// Starts node `id` on what its disk holds now.
@@ -219,12 +253,46 @@ impl Cluster {
         let raft = Raft::new(id, self.raft_config.clone(), network, log, state.clone())
             .await
             .expect("starting raft");
+        // The API layer exactly as rosterd builds it, on a drifting clock,
+        // forwarding through the simulated network.
+        let dial = Dial::new(SimDialer {
+            net: self.shared.net.clone(),
+            from: id,
+        });
+        let ctx = NodeContext::new(
+            id,
+            node_addr(id),
+            "sim".into(),
+            raft.clone(),
+            state.clone(),
+            Peers::with_dial(dial),
+            REQUEST_TIMEOUT,
+            self.timing.election_max,
+            Arc::new(AtomicU64::new(0)),
+        )
+        .with_clock(self.node_clock(id));
+        let (incoming, accepted) = mpsc::unbounded_channel();
+        let (stop, stopped) = watch::channel(false);
+        let streams = Streams::new(StreamLimit::default(), stopped.clone());
+        let router = grpc_router(&ctx, streams);
+        tokio::spawn(async move {
+            let accepted = UnboundedReceiverStream::new(accepted).map(Ok::<_, std::io::Error>);
+            let mut stopped = stopped;
+            let _ = router
+                .serve_with_incoming_shutdown(accepted, async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                })
+                .await;
+        });
+        self.stops.lock().unwrap_or_else(|p| p.into_inner())[(id - 1) as usize] = Some(stop);
         self.shared.net.register(
             id,
             Some(Endpoint {
                 incarnation,
                 raft: raft.clone(),
                 state,
+                ctx,
+                incoming,
             }),
         );
         self.shared
@@ -238,6 +306,10 @@ impl Cluster {
             return;
         };
         self.shared.net.register(id, None);
+        self.shared.net.break_conns_of(id);
+        if let Some(stop) = self.stops.lock().unwrap_or_else(|p| p.into_inner())[(id - 1) as usize].take() {
+            let _ = stop.send(true);
+        }
         let report = self.disks[(id - 1) as usize].crash();
         self.shared.checker().stats.crashes += 1;
         self.shared.record(
@@ -504,7 +576,9 @@ async fn run_cluster(cfg: SimConfig) -> SimReport {
             })
             .collect(),
         cfg: cfg.clone(),
+        timing: timing.clone(),
         raft_config,
+        stops: Mutex::new(vec![None; cfg.nodes]),
         shared: shared.clone(),
     };
     shared.record(
@@ -522,7 +596,7 @@ async fn run_cluster(cfg: SimConfig) -> SimReport {
     let members: BTreeMap<NodeId, BasicNode> = cluster
         .ids()
         .into_iter()
-        .map(|id| (id, BasicNode::new(format!("n{id}"))))
+        .map(|id| (id, BasicNode::new(node_addr(id))))
         .collect();
     for id in cluster.ids() {
         if let Some(e) = shared.net.endpoint(id) {
