@@ -17,9 +17,12 @@ compile_error!(
 
 pub mod conn;
 pub mod disk;
+pub mod history;
+pub mod linearizability;
 pub mod net;
 pub mod rng;
 pub mod sim;
 pub mod trace;
+pub mod workload;
 
 pub use sim::{run, Bug, SimConfig, SimReport, Stats, Violation, RULES};

@@ -28,18 +28,31 @@ struct Args {
     /// No crashes, partitions, loss or extra delay.
     #[arg(long)]
     no_faults: bool,
-    /// Plant a bug, to see the checkers catch it: ack-before-sync.
+    /// Plant a bug, to see the checkers catch it (see the README for the list).
     #[arg(long, value_parser = parse_bug)]
     bug: Option<Bug>,
+    /// Clock-rate drift bound: every clock runs within 1 ± rho of true time.
+    #[arg(long, default_value_t = roster_simulator::sim::DEFAULT_RHO, value_parser = parse_rho)]
+    rho: f64,
+    /// Also step clocks by seconds, beyond the drift bound (expected to fail).
+    #[arg(long)]
+    clock_jumps: bool,
     /// Write the whole event trace of a single run to this file.
     #[arg(long)]
     trace: Option<std::path::PathBuf>,
 }
 
 fn parse_bug(s: &str) -> Result<Bug, String> {
-    match s {
-        "ack-before-sync" => Ok(Bug::AckBeforeSync),
-        _ => Err(format!("unknown bug '{s}' (known: ack-before-sync)")),
+    Bug::ALL.iter().copied().find(|b| b.name() == s).ok_or_else(|| {
+        let known: Vec<_> = Bug::ALL.iter().map(|b| b.name()).collect();
+        format!("unknown bug '{s}' (known: {})", known.join(", "))
+    })
+}
+
+fn parse_rho(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if (0.0..0.2).contains(&r) => Ok(r),
+        _ => Err(format!("--rho must be a number in [0, 0.2), not '{s}'")),
     }
 }
 
@@ -106,11 +119,16 @@ fn write_one(out: &mut impl Write, r: &SimReport) -> std::io::Result<()> {
     )?;
     writeln!(
         out,
-        "writes {} acked / {} failed, reads {} ok / {} failed, crashes {}, partitions {}, max term {}, last index {}, messages {} delivered / {} dropped",
+        "writes {} acked / {} unknown, reads {}, elections {}, fenced writes {} ({} stale rejected), dead clients {}, watch events {}, linearizability inconclusive for {} keys\ncrashes {}, partitions {}, max term {}, last index {}, messages {} delivered / {} dropped",
         s.writes_acked,
-        s.writes_failed,
+        s.writes_unknown,
         s.reads_ok,
-        s.reads_failed,
+        s.elections,
+        s.fenced_writes,
+        s.stale_writes_rejected,
+        s.dead_clients,
+        s.watch_events,
+        s.linearizability_unknown,
         s.crashes,
         s.partitions,
         s.max_term,
@@ -144,6 +162,8 @@ fn main() -> ExitCode {
         faults: !args.no_faults,
         keep_trace: args.trace.is_some(),
         bug: args.bug,
+        rho: args.rho,
+        clock_jumps: args.clock_jumps,
     };
     match (args.seed, &args.seeds) {
         (Some(seed), _) => {

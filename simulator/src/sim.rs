@@ -2,7 +2,7 @@
 //! state machine, a client workload, a fault schedule, and the checkers.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -10,7 +10,7 @@ use openraft::error::{InitializeError, RaftError};
 use openraft::{BasicNode, ServerState};
 use roster_server::raft::state_machine::StateMachineStore;
 use roster_server::raft::{codec, seed_thread_rng, Entry, NodeId, Raft, RaftMetrics, RaftTiming};
-use roster_server::state::{Command, Op, PutOp, RangeOp, RequestId, Response};
+use roster_server::state::{Command, Op, PutOp};
 use tokio::time::Instant;
 
 use roster_env::{Clock, Dial};
@@ -22,11 +22,18 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tokio_stream::StreamExt;
 
+use roster_client::{WatchEvent, WatchOptions};
+use roster_server::api::lease_keeper::CHECKPOINT_EVERY;
+
 use crate::conn::SimDialer;
 use crate::disk::SimDisk;
+use crate::history::{check_fencing, check_watch, check_writes, fingerprint_pb, History};
+use crate::linearizability as lin;
 use crate::net::{Endpoint, Net, NetFactory};
+use crate::net::{PartyId, CLIENT_BASE};
 use crate::rng::SimRng;
 use crate::trace::{self, fnv1a_new, SharedTrace, Trace};
+use crate::workload::{self, kv_loop, role_loop, DeadLease, KvKind, KvOp, Work, WorkConfig, GROUP, ROLE};
 
 /// Leader clock at simulated time 0 (what `Command::stamp_ms` counts from).
 const EPOCH_MS: u64 = 1_700_000_000_000;
@@ -56,6 +63,12 @@ pub struct SimConfig {
     pub keep_trace: bool,
     /// A bug planted on purpose, to prove the checkers catch it.
     pub bug: Option<Bug>,
+    /// Clock-rate drift bound ρ: every node and client clock runs at a rate
+    /// within `1 ± rho` of true time; clients assume this ρ.
+    pub rho: f64,
+    /// Also step clocks by seconds (breaks the drift assumption: expected
+    /// to fail, to show what the assumption protects).
+    pub clock_jumps: bool,
 }
 
 /// Bugs the simulator can plant, to show that the checkers catch them.
@@ -64,7 +77,30 @@ pub enum Bug {
     /// The disk reports log appends durable, and saves votes and commit
     /// markers, before syncing them: a crash then loses acknowledged state.
     AckBeforeSync,
+    /// Clients keep their lease deadline at the full TTL instead of
+    /// `TTL·(1−2ρ)`, while clocks drift.
+    NoDriftMargin,
 }
+
+impl Bug {
+    pub const ALL: [Bug; 2] = [Bug::AckBeforeSync, Bug::NoDriftMargin];
+
+    /// The `--bug` name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Bug::AckBeforeSync => "ack-before-sync",
+            Bug::NoDriftMargin => "no-drift-margin",
+        }
+    }
+}
+
+/// Default drift bound of a run.
+pub const DEFAULT_RHO: f64 = 0.02;
+/// A gap between commits longer than this means no working leader (one
+/// commits a checkpoint every second while leases exist).
+const STALL_GAP: Duration = Duration::from_millis(1_200);
+/// After healing, some candidate must hold the role within this.
+const ROLE_BOUND: Duration = Duration::from_secs(20);
 
 impl Default for SimConfig {
     fn default() -> Self {
@@ -76,6 +112,8 @@ impl Default for SimConfig {
             faults: true,
             keep_trace: false,
             bug: None,
+            rho: DEFAULT_RHO,
+            clock_jumps: false,
         }
     }
 }
@@ -83,9 +121,16 @@ impl Default for SimConfig {
 #[derive(Clone, Debug, Default)]
 pub struct Stats {
     pub writes_acked: u64,
-    pub writes_failed: u64,
+    pub writes_unknown: u64,
     pub reads_ok: u64,
-    pub reads_failed: u64,
+    pub elections: u64,
+    pub fenced_writes: u64,
+    pub stale_writes_rejected: u64,
+    pub dead_clients: u64,
+    pub watch_events: u64,
+    /// Keys whose linearizability check ran out of budget (inconclusive,
+    /// reported, never counted as a pass).
+    pub linearizability_unknown: u64,
     pub crashes: u64,
     pub partitions: u64,
     pub max_term: u64,
@@ -114,32 +159,24 @@ pub struct SimReport {
     /// The last trace lines: up to the first violation if any, else of the run.
     pub tail: Vec<String>,
     pub full_trace: Option<Vec<String>>,
-    /// Every completed client operation.
-    pub history: Vec<HistoryOp>,
+    /// Every kv operation of the clients.
+    pub history: Vec<KvOp>,
 }
 
-pub const RULES: [&str; 6] = [
+pub const RULES: [&str; 12] = [
     "one-leader-per-term",
     "committed-entries-stable",
     "acked-writes-durable",
-    "reads-not-stale",
+    "linearizable-kv",
+    "writes-applied-once",
+    "role-exclusivity",
+    "fencing",
+    "dead-lease-bound",
+    "watch-no-gaps",
     "replicas-converge",
     "liveness-after-heal",
+    "roles-after-heal",
 ];
-
-/// One completed client operation (the history a linearizability checker
-/// will consume).
-#[derive(Clone, Debug)]
-pub struct HistoryOp {
-    pub client: u64,
-    pub invoked_ms: u64,
-    pub completed_ms: u64,
-    pub key: Vec<u8>,
-    /// `Some(value)` for a write.
-    pub write: Option<Vec<u8>>,
-    /// Revision of the write, or mod revision and value read (`None`: absent).
-    pub result: Result<(u64, Option<Vec<u8>>), String>,
-}
 
 /// What the checkers have seen so far.
 #[derive(Default)]
@@ -148,11 +185,14 @@ struct Checker {
     leaders: BTreeMap<u64, NodeId>,
     /// log index → (term, payload fingerprint) of the entry applied there.
     committed: BTreeMap<u64, (u64, u64)>,
-    /// key → highest revision of an acknowledged write to it.
-    acked_rev: BTreeMap<Vec<u8>, u64>,
-    /// Acknowledged writes: key, value, revision.
-    acked: Vec<(Vec<u8>, Vec<u8>, u64)>,
-    history: Vec<HistoryOp>,
+    /// (time, highest applied index anywhere, the leader's tenure: term,
+    /// node and incarnation, or zeros): sampled every 100 ms, for the
+    /// lease-bound checker.
+    samples: Vec<(Instant, u64, (u64, NodeId, u64))>,
+    /// When a node took office as leader (also when a restarted leader
+    /// resumes its term), for the lease-bound checker.
+    tenures: Vec<Instant>,
+    history: Vec<KvOp>,
     violations: Vec<Violation>,
     /// The trace tail when the first violation was found.
     first_violation_tail: Vec<String>,
@@ -163,7 +203,8 @@ struct Shared {
     trace: SharedTrace,
     checker: Mutex<Checker>,
     net: Net,
-    stop_clients: AtomicBool,
+    seed: u64,
+    rho: f64,
 }
 
 impl Shared {
@@ -175,9 +216,9 @@ impl Shared {
         trace::record(&self.trace, who, event);
     }
 
-    /// Clock drift of node `id` in this run (0 until drift is simulated).
-    fn drift_ppm(&self, _id: NodeId) -> i64 {
-        0
+    /// Clock drift of party `id` in this run: fixed per party, within ±ρ.
+    fn drift_ppm(&self, id: PartyId) -> i64 {
+        random_ppm(&mut SimRng::derive(self.seed, 0xd41f_0000 + id), self.rho)
     }
 
     fn now_ms(&self) -> u64 {
@@ -192,6 +233,116 @@ impl Shared {
             c.first_violation_tail = self.trace.lock().unwrap_or_else(|p| p.into_inner()).tail();
         }
         c.violations.push(Violation { rule, detail });
+    }
+}
+
+/// A drift within ±ρ, in parts per million, mostly near the bounds (where
+/// it matters).
+fn random_ppm(rng: &mut SimRng, rho: f64) -> i64 {
+    let max = (rho * 1e6) as i64;
+    if max == 0 {
+        return 0;
+    }
+    let magnitude = if rng.chance(0.6) {
+        max - rng.below((max / 10).max(1) as u64) as i64
+    } else {
+        rng.below(max as u64 + 1) as i64
+    };
+    if rng.chance(0.5) {
+        magnitude
+    } else {
+        -magnitude
+    }
+}
+
+/// One simulated application process.
+struct Actor {
+    id: u64,
+    clock: Clock,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The lease its role loop currently keeps.
+    lease: Arc<Mutex<Option<(i64, Duration)>>>,
+}
+
+async fn spawn_actor(work: &Arc<Work>, shared: &Shared, id: u64) -> Actor {
+    let clock = Clock::drifting(shared.drift_ppm(CLIENT_BASE + id), EPOCH_MS + shared.now_ms());
+    let client = work.client(id, clock.clone()).await;
+    let lease = Arc::new(Mutex::new(None));
+    let kv = tokio::spawn(kv_loop(
+        work.clone(),
+        id,
+        client.clone(),
+        SimRng::derive(shared.seed, 0x4b00 + id),
+    ));
+    let role = tokio::spawn(role_loop(
+        work.clone(),
+        id,
+        client,
+        SimRng::derive(shared.seed, 0x801e + id),
+        lease.clone(),
+    ));
+    shared.record(&format!("c{id}"), format!("start, clock drift {} ppm", clock.ppm()));
+    Actor {
+        id,
+        clock,
+        tasks: vec![kv, role],
+        lease,
+    }
+}
+
+/// What the watcher received.
+#[derive(Default)]
+struct WatchLog {
+    start: Option<u64>,
+    seen: Vec<String>,
+    /// The watch ended early (compacted history or an error).
+    ended: Option<String>,
+}
+
+async fn watcher(work: Arc<Work>, log: Arc<Mutex<WatchLog>>) {
+    let client = work.client(CLIENT_BASE - 2, Clock::real()).await;
+    let mut stream = client.watch(WatchOptions::default().prefix(Vec::new()).coordination(true));
+    while let Some(item) = stream.next().await {
+        let mut log = log.lock().unwrap_or_else(|p| p.into_inner());
+        match item {
+            Ok(WatchEvent::Started { revision }) => log.start = Some(revision),
+            Ok(WatchEvent::Change(e)) => log.seen.push(fingerprint_pb(&e)),
+            Ok(WatchEvent::Compacted { oldest_available }) => {
+                log.ended = Some(format!("compacted (oldest {oldest_available})"));
+                return;
+            }
+            Err(e) => {
+                log.ended = Some(e.to_string());
+                return;
+            }
+        }
+    }
+}
+
+/// Samples progress every 100 ms (for the lease bound) and notes when the
+/// leases of dead clients end.
+async fn sampler(shared: Arc<Shared>, work: Arc<Work>) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let (mut commit, mut tenure) = (0, (0, 0, 0));
+        for (i, e) in shared.net.lock().nodes.iter().enumerate() {
+            let Some(e) = e else { continue };
+            let m = e.raft.metrics().borrow().clone();
+            commit = commit.max(m.last_applied.map_or(0, |l| l.index));
+            if m.state == ServerState::Leader && m.current_term >= tenure.0 {
+                tenure = (m.current_term, i as NodeId + 1, e.incarnation);
+            }
+        }
+        shared.checker().samples.push((Instant::now(), commit, tenure));
+        let leader = find_leader(&shared.net);
+        let mut log = work.log();
+        for d in log.dead.iter_mut().filter(|d| d.ended_at.is_none()) {
+            if let Some((_, e)) = &leader {
+                if e.state.read().state.lease(d.lease).is_none() {
+                    d.ended_at = Some(Instant::now());
+                }
+            }
+        }
     }
 }
 
@@ -340,6 +491,9 @@ async fn monitor(shared: Arc<Shared>, disk: SimDisk, id: NodeId, incarnation: u6
         let m: RaftMetrics = rx.borrow_and_update().clone();
         let role = (m.state, m.current_term, m.current_leader);
         if last_role != Some(role) {
+            if m.state == ServerState::Leader {
+                shared.checker().tenures.push(Instant::now());
+            }
             shared.record(
                 &who,
                 format!("{:?} term={} leader={:?}", m.state, m.current_term, m.current_leader),
@@ -422,130 +576,6 @@ fn find_leader(net: &Net) -> Option<(NodeId, Endpoint)> {
     best.map(|(_, id, e)| (id, e))
 }
 
-async fn client(shared: Arc<Shared>, client_id: u64, mut rng: SimRng) {
-    let who = format!("c{client_id}");
-    let mut sequence = 0u64;
-    while !shared.stop_clients.load(Ordering::Relaxed) {
-        tokio::time::sleep(Duration::from_millis(rng.range(10, 300))).await;
-        let Some((leader, endpoint)) = find_leader(&shared.net) else {
-            continue;
-        };
-        let invoked_ms = shared.now_ms();
-        if rng.chance(0.7) {
-            sequence += 1;
-            let key = if rng.chance(0.3) {
-                format!("u/{client_id}/{sequence}")
-            } else {
-                format!("k{}", rng.below(8))
-            }
-            .into_bytes();
-            let value = format!("c{client_id}:{sequence}").into_bytes();
-            let command = Command {
-                request_id: Some(RequestId { client_id, sequence }),
-                stamp_ms: EPOCH_MS + invoked_ms,
-                op: Op::Put(PutOp {
-                    key: key.clone(),
-                    value: value.clone(),
-                    prev_kv: false,
-                    lease: 0,
-                    fence: None,
-                }),
-            };
-            let result = tokio::time::timeout(OP_TIMEOUT, endpoint.raft.client_write(command)).await;
-            let result = match result {
-                Ok(Ok(resp)) => match resp.data {
-                    Response::Put(put) => Ok((put.revision, resp.log_id.index)),
-                    other => Err(format!("unexpected answer {other:?}")),
-                },
-                Ok(Err(e)) => Err(short(&e.to_string())),
-                Err(_) => Err("timeout".to_string()),
-            };
-            let k = String::from_utf8_lossy(&key).to_string();
-            let v = String::from_utf8_lossy(&value).to_string();
-            let completed_ms = shared.now_ms();
-            match &result {
-                Ok((rev, index)) => {
-                    shared.record(&who, format!("put {k}={v} via n{leader} -> ok rev={rev} index={index}"));
-                    let mut c = shared.checker();
-                    c.stats.writes_acked += 1;
-                    let max = c.acked_rev.entry(key.clone()).or_default();
-                    *max = (*max).max(*rev);
-                    c.acked.push((key.clone(), value.clone(), *rev));
-                }
-                Err(e) => {
-                    shared.record(&who, format!("put {k}={v} via n{leader} -> failed: {e}"));
-                    shared.checker().stats.writes_failed += 1;
-                }
-            }
-            shared.checker().history.push(HistoryOp {
-                client: client_id,
-                invoked_ms,
-                completed_ms,
-                key,
-                write: Some(value),
-                result: result.map(|(rev, _)| (rev, None)),
-            });
-        } else {
-            let key = format!("k{}", rng.below(8)).into_bytes();
-            let k = String::from_utf8_lossy(&key).to_string();
-            // Every write acknowledged before the read began must be visible.
-            let floor = shared.checker().acked_rev.get(&key).copied().unwrap_or(0);
-            let result = match tokio::time::timeout(OP_TIMEOUT, endpoint.raft.ensure_linearizable()).await {
-                Ok(Ok(_)) => {
-                    let applied = endpoint.state.read();
-                    let r = applied.state.range(&RangeOp {
-                        key: key.clone(),
-                        prefix: false,
-                        limit: 0,
-                        keys_only: false,
-                        count_only: false,
-                    });
-                    let found = r.kvs.first().map(|kv| (kv.mod_revision, kv.value.clone()));
-                    Ok(found)
-                }
-                Ok(Err(e)) => Err(short(&e.to_string())),
-                Err(_) => Err("timeout".to_string()),
-            };
-            let completed_ms = shared.now_ms();
-            match &result {
-                Ok(found) => {
-                    let (rev, value) = match found {
-                        Some((rev, v)) => (*rev, String::from_utf8_lossy(v).to_string()),
-                        None => (0, "<absent>".to_string()),
-                    };
-                    shared.record(&who, format!("get {k} via n{leader} -> {value} rev={rev}"));
-                    shared.checker().stats.reads_ok += 1;
-                    if rev < floor {
-                        shared.violate(
-                            "reads-not-stale",
-                            format!("{who} read {k} at rev {rev} via n{leader}, but a write at rev {floor} was acknowledged before the read began"),
-                        );
-                    }
-                }
-                Err(e) => {
-                    shared.record(&who, format!("get {k} via n{leader} -> failed: {e}"));
-                    shared.checker().stats.reads_failed += 1;
-                }
-            }
-            shared.checker().history.push(HistoryOp {
-                client: client_id,
-                invoked_ms,
-                completed_ms,
-                key,
-                write: None,
-                result: result.map(|f| match f {
-                    Some((rev, v)) => (rev, Some(v)),
-                    None => (0, None),
-                }),
-            });
-        }
-    }
-}
-
-fn short(s: &str) -> String {
-    s.chars().take(80).collect()
-}
-
 async fn run_cluster(cfg: SimConfig) -> SimReport {
     let trace: SharedTrace = Arc::new(Mutex::new(Trace::new(60, cfg.keep_trace)));
     let start = Instant::now();
@@ -560,7 +590,8 @@ async fn run_cluster(cfg: SimConfig) -> SimReport {
         trace: trace.clone(),
         checker: Mutex::new(Checker::default()),
         net: Net::new(cfg.nodes, SimRng::derive(cfg.seed, 0x4e37), trace.clone()),
-        stop_clients: AtomicBool::new(false),
+        seed: cfg.seed,
+        rho: cfg.rho,
     });
     // How slow this run's disks are: the slower, the wider the window in
     // which a crash loses unsynced writes.
@@ -584,8 +615,8 @@ async fn run_cluster(cfg: SimConfig) -> SimReport {
     shared.record(
         "SIM",
         format!(
-            "seed={} nodes={} duration={:?} clients={} faults={} fsync<={}us bug={:?}",
-            cfg.seed, cfg.nodes, cfg.duration, cfg.clients, cfg.faults, sync_max_us, cfg.bug
+            "seed={} nodes={} duration={:?} clients={} faults={} fsync<={}us rho={} jumps={} bug={:?}",
+            cfg.seed, cfg.nodes, cfg.duration, cfg.clients, cfg.faults, sync_max_us, cfg.rho, cfg.clock_jumps, cfg.bug
         ),
     );
     for id in cluster.ids() {
@@ -607,9 +638,31 @@ async fn run_cluster(cfg: SimConfig) -> SimReport {
         }
     }
 
-    let clients: Vec<_> = (1..=cfg.clients as u64)
-        .map(|c| tokio::spawn(client(shared.clone(), c, SimRng::derive(cfg.seed, 0xc1 + c))))
-        .collect();
+    let work = Work::new(
+        shared.net.clone(),
+        WorkConfig {
+            nodes: cfg.nodes,
+            client_rho: if cfg.bug == Some(Bug::NoDriftMargin) {
+                0.0
+            } else {
+                cfg.rho
+            },
+            pauses: cfg.faults,
+        },
+        trace.clone(),
+    );
+    let watch_log = Arc::new(Mutex::new(WatchLog::default()));
+    let watch_task = tokio::spawn(watcher(work.clone(), watch_log.clone()));
+    let setup_task = tokio::spawn({
+        let work = work.clone();
+        async move { workload::setup(&work).await }
+    });
+    let sampler_task = tokio::spawn(sampler(shared.clone(), work.clone()));
+    let mut actors = Vec::new();
+    for id in 1..=cfg.clients as u64 {
+        actors.push(spawn_actor(&work, &shared, id).await);
+    }
+    let mut next_actor = cfg.clients as u64 + 1;
 
     // The fault schedule.
     let mut rng = SimRng::derive(cfg.seed, 0xfa17);
@@ -636,15 +689,15 @@ async fn run_cluster(cfg: SimConfig) -> SimReport {
         }
         let down: BTreeSet<NodeId> = restarts.values().flatten().copied().collect();
         let ids = cluster.ids();
-        match rng.below(7) {
+        match rng.below(11) {
             6 if down.is_empty() => {
                 // Power loss of the whole cluster, mostly right after a
                 // client got an acknowledgment: the moment at which anything
                 // acknowledged but not yet durable would be lost.
                 if rng.chance(0.8) {
                     let until = Instant::now() + Duration::from_millis(1_000);
-                    let acked = shared.checker().stats.writes_acked;
-                    while shared.checker().stats.writes_acked == acked && Instant::now() < until {
+                    let acked = work.log().acks;
+                    while work.log().acks == acked && Instant::now() < until {
                         tokio::time::sleep(Duration::from_micros(rng.range(20, 300))).await;
                     }
                 }
@@ -703,7 +756,7 @@ async fn run_cluster(cfg: SimConfig) -> SimReport {
                 shared.net.heal();
                 shared.record("FLT", "heal links");
             }
-            _ => {
+            0 | 1 | 5 | 6 => {
                 let loss = [0.0, 0.0, 0.01, 0.05, 0.2][rng.below(5) as usize];
                 let max_us = [2_000, 5_000, 20_000, 80_000][rng.below(4) as usize];
                 {
@@ -712,6 +765,78 @@ async fn run_cluster(cfg: SimConfig) -> SimReport {
                     n.delay_max_us = max_us;
                 }
                 shared.record("FLT", format!("loss={loss} delay=0.2..{}ms", max_us / 1000));
+            }
+            7 => {
+                // A client process dies: its lease must end within the bound.
+                let victim = rng.below(actors.len() as u64) as usize;
+                let actor = actors.swap_remove(victim);
+                for t in &actor.tasks {
+                    t.abort();
+                }
+                shared.net.break_conns_of(CLIENT_BASE + actor.id);
+                let held = *actor.lease.lock().unwrap_or_else(|p| p.into_inner());
+                shared.record(
+                    "FLT",
+                    format!("kill client c{} (lease {:?})", actor.id, held.map(|h| h.0)),
+                );
+                if let Some((lease, ttl)) = held {
+                    work.log().dead.push(DeadLease {
+                        client: actor.id,
+                        lease,
+                        ttl,
+                        died_at: Instant::now(),
+                        ended_at: None,
+                    });
+                }
+                actors.push(spawn_actor(&work, &shared, next_actor).await);
+                next_actor += 1;
+            }
+            8 => {
+                let actor = &actors[rng.below(actors.len() as u64) as usize];
+                shared.net.cut_client(CLIENT_BASE + actor.id, &ids);
+                shared.record("FLT", format!("cut client c{} off", actor.id));
+            }
+            9 => {
+                let victim = ids[rng.below(ids.len() as u64) as usize];
+                let pause = Duration::from_millis(rng.range(300, 4_000));
+                shared.net.pause(victim);
+                shared.record("FLT", format!("pause n{victim} for {}ms", pause.as_millis()));
+                let net = shared.net.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(pause).await;
+                    net.resume(victim);
+                });
+            }
+            _ => {
+                // Clock faults: a new drift within ρ, or (only in the
+                // clock-jump mode) a step of seconds.
+                let node = rng.chance(0.5);
+                let clock = if node {
+                    let id = ids[rng.below(ids.len() as u64) as usize];
+                    shared.net.endpoint(id).map(|e| (format!("n{id}"), e.ctx.clock.clone()))
+                } else {
+                    let a = &actors[rng.below(actors.len() as u64) as usize];
+                    Some((format!("c{}", a.id), a.clock.clone()))
+                };
+                if let Some((who, clock)) = clock {
+                    if cfg.clock_jumps && rng.chance(0.5) {
+                        let by = Duration::from_millis(rng.range(1_000, 5_000));
+                        let forward = rng.chance(0.5);
+                        clock.jump(by, forward);
+                        shared.record(
+                            "FLT",
+                            format!(
+                                "clock of {who} jumps {} {}ms",
+                                if forward { "forward" } else { "back" },
+                                by.as_millis()
+                            ),
+                        );
+                    } else {
+                        let ppm = random_ppm(&mut rng, cfg.rho);
+                        clock.set_ppm(ppm);
+                        shared.record("FLT", format!("clock of {who} now drifts {ppm} ppm"));
+                    }
+                }
             }
         }
     }
@@ -723,22 +848,66 @@ async fn run_cluster(cfg: SimConfig) -> SimReport {
         n.loss = 0.0;
         n.delay_max_us = 5_000;
     }
+    shared.net.resume_all();
     shared.record("FLT", "heal everything");
     for id in restarts.into_values().flatten() {
         cluster.start(id).await;
     }
-    shared.stop_clients.store(true, Ordering::Relaxed);
-    for c in clients {
-        let _ = c.await;
-    }
     let converged = converge(&cluster).await;
     if converged {
+        // Roles are reassigned: the clients still campaign.
+        let until = Instant::now() + ROLE_BOUND;
+        let holder = loop {
+            if let Some(c) = work.anyone_holds() {
+                break Some(c);
+            }
+            if Instant::now() >= until {
+                break None;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        match holder {
+            Some(c) => shared.record("SIM", format!("c{c} holds {GROUP}/{ROLE} after healing")),
+            None => shared.violate(
+                "roles-after-heal",
+                format!("nobody held {GROUP}/{ROLE} within {ROLE_BOUND:?} after the cluster converged"),
+            ),
+        }
+    }
+    for a in &actors {
+        for t in &a.tasks {
+            t.abort();
+        }
+    }
+    setup_task.abort();
+    sampler_task.abort();
+    // Let the watcher catch up with the last writes, then stop it.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    watch_task.abort();
+    if converged {
         final_checks(&cluster);
+        workload_checks(&cluster, &work, &watch_log);
     } else {
         shared.violate(
             "liveness-after-heal",
             format!("no leader with every node caught up within {HEAL_BOUND:?} after the faults healed"),
         );
+    }
+    for (rule, detail) in std::mem::take(&mut work.log().violations) {
+        shared.violate(rule, detail);
+    }
+    {
+        let log = work.log();
+        let mut c = shared.checker();
+        c.stats.writes_acked = log.acks;
+        c.stats.writes_unknown = log.kv.iter().filter(|o| o.complete_us.is_none()).count() as u64;
+        c.stats.reads_ok = log.kv.iter().filter(|o| matches!(o.kind, KvKind::Get { .. })).count() as u64;
+        c.stats.elections = log.elections.len() as u64;
+        c.stats.fenced_writes = log.fenced.len() as u64;
+        c.stats.stale_writes_rejected = log.stale_writes_rejected;
+        c.stats.dead_clients = log.dead.len() as u64;
+        c.stats.watch_events = watch_log.lock().unwrap_or_else(|p| p.into_inner()).seen.len() as u64;
+        c.history = log.kv.clone();
     }
 
     let simulated = start.elapsed();
@@ -766,6 +935,145 @@ async fn run_cluster(cfg: SimConfig) -> SimReport {
         },
         full_trace: t.take_full(),
         history: std::mem::take(&mut c.history),
+    }
+}
+
+/// Checks on what the workload did, against the replicated history.
+fn workload_checks(cluster: &Cluster, work: &Work, watch_log: &Mutex<WatchLog>) {
+    let shared = &cluster.shared;
+    let Some((leader, e)) = find_leader(&shared.net) else {
+        return;
+    };
+    let state = e.state.read();
+    let (events, oldest) = match state.state.events_since(0) {
+        Ok(ev) => (ev, 1),
+        Err(c) => (
+            state
+                .state
+                .events_since(c.oldest_available.saturating_sub(1))
+                .unwrap_or_default(),
+            c.oldest_available,
+        ),
+    };
+    drop(state);
+    shared.record(
+        "SIM",
+        format!("history from n{leader}: {} events from revision {oldest}", events.len()),
+    );
+    let h = History {
+        events: &events,
+        oldest,
+    };
+    let mut findings = Vec::new();
+    {
+        let log = work.log();
+        findings.extend(check_writes(&h, &log.kv, &log.fenced));
+        let ops: Vec<lin::Op> = log
+            .kv
+            .iter()
+            .enumerate()
+            .filter(|(_, op)| !op.refused)
+            .map(|(id, op)| lin::Op {
+                id,
+                client: op.client,
+                invoke: op.invoke_us,
+                complete: op.complete_us,
+                key: op.key.clone(),
+                kind: match &op.kind {
+                    KvKind::Put { value, revision } => lin::OpKind::Put {
+                        value: value.clone(),
+                        revision: *revision,
+                    },
+                    KvKind::Delete { revision, deleted } => lin::OpKind::Delete {
+                        revision: *revision,
+                        deleted: *deleted,
+                    },
+                    KvKind::Get { observed } => lin::OpKind::Get {
+                        observed: observed.clone(),
+                    },
+                },
+            })
+            .collect();
+        drop(log);
+        for (key, verdict) in lin::check(&ops) {
+            match verdict {
+                lin::Verdict::Ok => {}
+                lin::Verdict::Violation(why) => {
+                    let text: String = why.to_string().chars().take(3_000).collect();
+                    findings.push(("linearizable-kv", text));
+                }
+                lin::Verdict::Unknown { steps } => {
+                    shared.record(
+                        "CHK",
+                        format!(
+                            "linearizability of {} inconclusive after {steps} steps",
+                            String::from_utf8_lossy(&key)
+                        ),
+                    );
+                    shared.checker().stats.linearizability_unknown += 1;
+                }
+            }
+        }
+    }
+    findings.extend(check_fencing(&h));
+    {
+        let w = watch_log.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(start) = w.start {
+            findings.extend(check_watch(&h, start, &w.seen));
+        }
+        if let Some(why) = &w.ended {
+            shared.record("SIM", format!("watch ended early: {why}"));
+        }
+    }
+    // A dead client's lease ends within TTL/(1−ρ), plus, for every leader
+    // tenure that began meanwhile, the checkpoint interval, plus the time
+    // the cluster went without commits for longer than STALL_GAP, plus 1.5 s
+    // (ticks, commits, sampling).
+    let samples = shared.checker().samples.clone();
+    let tenures = shared.checker().tenures.clone();
+    let now = Instant::now();
+    for d in work.log().dead.iter() {
+        let end = d.ended_at.unwrap_or(now);
+        let window: Vec<_> = samples.iter().filter(|s| s.0 >= d.died_at && s.0 <= end).collect();
+        // A leader restarting in its term (openraft resumes it) is a new
+        // tenure too: its keeper starts again from the last checkpoint.
+        let changes = tenures.iter().filter(|t| **t > d.died_at && **t <= end).count() as u32;
+        let mut stalled = Duration::ZERO;
+        let mut last_progress = d.died_at;
+        let mut last_commit = window.first().map_or(0, |s| s.1);
+        // A working leader commits at least a checkpoint a second: a longer
+        // gap is time without one, counted whole.
+        let no_leader = |gap: Duration| if gap > STALL_GAP { gap } else { Duration::ZERO };
+        for s in &window {
+            if s.1 > last_commit {
+                stalled += no_leader(s.0 - last_progress);
+                last_progress = s.0;
+                last_commit = s.1;
+            }
+        }
+        stalled += no_leader(end - last_progress);
+        let bound =
+            d.ttl.div_f64(1.0 - shared.rho) + CHECKPOINT_EVERY * changes + stalled + Duration::from_millis(1_500);
+        let took = end - d.died_at;
+        if took > bound {
+            findings.push((
+                "dead-lease-bound",
+                format!(
+                    "lease {:x} of dead client c{} (TTL {:?}) {} {:?} after the client died; bound {:?} ({} leader changes, {:?} without commits)",
+                    d.lease,
+                    d.client,
+                    d.ttl,
+                    if d.ended_at.is_some() { "ended" } else { "still alive" },
+                    took,
+                    bound,
+                    changes,
+                    stalled
+                ),
+            ));
+        }
+    }
+    for (rule, detail) in findings {
+        shared.violate(rule, detail);
     }
 }
 
@@ -840,37 +1148,6 @@ fn final_checks(cluster: &Cluster) {
                     a.0, b.0, a.1
                 ),
             );
-        }
-    }
-    // Every acknowledged write is there (or was overwritten later).
-    let acked = shared.checker().acked.clone();
-    for (id, _, state) in &states {
-        for (key, value, rev) in &acked {
-            let r = state.range(&RangeOp {
-                key: key.clone(),
-                prefix: false,
-                limit: 0,
-                keys_only: false,
-                count_only: false,
-            });
-            let ok = match r.kvs.first() {
-                Some(kv) => kv.mod_revision > *rev || (kv.mod_revision == *rev && kv.value == *value),
-                None => false,
-            };
-            if !ok {
-                shared.violate(
-                    "acked-writes-durable",
-                    format!(
-                        "n{id}: write {}={} acknowledged at rev {rev} is missing (found {:?})",
-                        String::from_utf8_lossy(key),
-                        String::from_utf8_lossy(value),
-                        r.kvs
-                            .first()
-                            .map(|kv| (kv.mod_revision, String::from_utf8_lossy(&kv.value).to_string()))
-                    ),
-                );
-                return;
-            }
         }
     }
 }
