@@ -316,7 +316,7 @@ pub async fn kv_loop(work: Arc<Work>, id: u64, client: Client, mut rng: SimRng) 
                     (
                         KvKind::Delete {
                             revision: Some(rev),
-                            deleted: Some(r.deleted as u64),
+                            deleted: Some(r.deleted),
                         },
                         Some(work.now_us()),
                         Some(slot),
