@@ -88,13 +88,13 @@ fn planted_ack_before_sync_is_caught() {
             "committed-entries-stable" | "acked-writes-durable" | "one-leader-per-term" | "linearizable-kv"
         )
     };
-    let caught = (1..=100).find_map(|seed| {
+    let caught = (1..=100).find(|&seed| {
         let r = run(&SimConfig {
             bug: Some(roster_simulator::Bug::AckBeforeSync),
             ..config(seed, 3, 60)
         });
         let rules: Vec<&str> = r.violations.iter().map(|v| v.rule).collect();
-        rules.iter().any(durability).then_some(seed)
+        rules.iter().any(durability)
     });
     assert!(
         caught.is_some(),
