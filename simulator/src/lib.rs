@@ -19,6 +19,7 @@ pub mod conn;
 pub mod disk;
 pub mod history;
 pub mod linearizability;
+pub mod logs;
 pub mod net;
 pub mod rng;
 pub mod sim;

@@ -37,6 +37,10 @@ struct Args {
     /// Also step clocks by seconds, beyond the drift bound (expected to fail).
     #[arg(long)]
     clock_jumps: bool,
+    /// Capture the server's and clients' own logs into the trace, e.g.
+    /// `info` or `roster_server::api::lease_keeper=debug` (changes the hash).
+    #[arg(long, value_parser = parse_log)]
+    log: Option<String>,
     /// Write the whole event trace of a single run to this file.
     #[arg(long)]
     trace: Option<std::path::PathBuf>,
@@ -47,6 +51,12 @@ fn parse_bug(s: &str) -> Result<Bug, String> {
         let known: Vec<_> = Bug::ALL.iter().map(|b| b.name()).collect();
         format!("unknown bug '{s}' (known: {})", known.join(", "))
     })
+}
+
+fn parse_log(s: &str) -> Result<String, String> {
+    tracing_subscriber::EnvFilter::try_new(s)
+        .map(|_| s.to_string())
+        .map_err(|e| format!("bad --log filter '{s}': {e}"))
 }
 
 fn parse_rho(s: &str) -> Result<f64, String> {
@@ -164,6 +174,7 @@ fn main() -> ExitCode {
         bug: args.bug,
         rho: args.rho,
         clock_jumps: args.clock_jumps,
+        log: args.log.clone(),
     };
     match (args.seed, &args.seeds) {
         (Some(seed), _) => {

@@ -69,6 +69,9 @@ pub struct SimConfig {
     /// Also step clocks by seconds (breaks the drift assumption: expected
     /// to fail, to show what the assumption protects).
     pub clock_jumps: bool,
+    /// Capture the code's own `tracing` logs matching this filter into the
+    /// trace (diagnosis; changes the hash).
+    pub log: Option<String>,
 }
 
 /// Bugs the simulator can plant, to show that the checkers catch them.
@@ -114,6 +117,7 @@ impl Default for SimConfig {
             bug: None,
             rho: DEFAULT_RHO,
             clock_jumps: false,
+            log: None,
         }
     }
 }
@@ -306,7 +310,13 @@ async fn watcher(work: Arc<Work>, log: Arc<Mutex<WatchLog>>) {
         let mut log = log.lock().unwrap_or_else(|p| p.into_inner());
         match item {
             Ok(WatchEvent::Started { revision }) => log.start = Some(revision),
-            Ok(WatchEvent::Change(e)) => log.seen.push(fingerprint_pb(&e)),
+            Ok(WatchEvent::Change(e)) => {
+                let fp = fingerprint_pb(&e);
+                if !fp.contains(" put k") {
+                    work.record("W", &fp);
+                }
+                log.seen.push(fp);
+            }
             Ok(WatchEvent::Compacted { oldest_available }) => {
                 log.ended = Some(format!("compacted (oldest {oldest_available})"));
                 return;
@@ -361,7 +371,14 @@ pub fn run(cfg: &SimConfig) -> SimReport {
         .expect("building the simulation runtime");
     // openraft's election jitter, drawn on this thread.
     seed_thread_rng(Some(SimRng::derive(cfg.seed, 0xe1ec).next_u64()));
-    let mut report = rt.block_on(run_cluster(cfg.clone()));
+    let mut report = rt.block_on(async {
+        let trace: SharedTrace = Arc::new(Mutex::new(Trace::new(60, cfg.keep_trace)));
+        let _logs = cfg
+            .log
+            .as_deref()
+            .map(|filter| crate::logs::capture(filter, trace.clone()).expect("the log filter was checked"));
+        run_cluster(cfg.clone(), trace).await
+    });
     drop(rt);
     seed_thread_rng(None);
     report.wall = wall.elapsed();
@@ -576,8 +593,7 @@ fn find_leader(net: &Net) -> Option<(NodeId, Endpoint)> {
     best.map(|(_, id, e)| (id, e))
 }
 
-async fn run_cluster(cfg: SimConfig) -> SimReport {
-    let trace: SharedTrace = Arc::new(Mutex::new(Trace::new(60, cfg.keep_trace)));
+async fn run_cluster(cfg: SimConfig, trace: SharedTrace) -> SimReport {
     let start = Instant::now();
     let timing = RaftTiming {
         // Small enough that runs build, send and install snapshots.

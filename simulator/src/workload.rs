@@ -143,7 +143,7 @@ impl Work {
         self.start.elapsed().as_micros() as u64
     }
 
-    fn record(&self, who: &str, event: impl AsRef<str>) {
+    pub fn record(&self, who: &str, event: impl AsRef<str>) {
         crate::trace::record(&self.trace, who, event);
     }
 
