@@ -17,5 +17,6 @@ pub mod api;
 pub mod config;
 pub mod limits;
 pub mod node;
+pub mod planted;
 pub mod raft;
 pub mod state;

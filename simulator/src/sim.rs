@@ -17,6 +17,7 @@ use roster_env::{Clock, Dial};
 use roster_server::api::common::{StreamLimit, Streams};
 use roster_server::api::NodeContext;
 use roster_server::node::grpc_router;
+use roster_server::planted::{self, Planted};
 use roster_server::raft::network::Peers;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::UnboundedReceiverStream;
@@ -83,16 +84,31 @@ pub enum Bug {
     /// Clients keep their lease deadline at the full TTL instead of
     /// `TTL·(1−2ρ)`, while clocks drift.
     NoDriftMargin,
+    /// Planted in the server (`roster_server::planted`).
+    Server(Planted),
 }
 
 impl Bug {
-    pub const ALL: [Bug; 2] = [Bug::AckBeforeSync, Bug::NoDriftMargin];
+    pub const ALL: [Bug; 7] = [
+        Bug::AckBeforeSync,
+        Bug::NoDriftMargin,
+        Bug::Server(Planted::KeepaliveAckBeforeCommit),
+        Bug::Server(Planted::NewLeaderFullTtl),
+        Bug::Server(Planted::IgnoreRenewalsAfterCheckpoint),
+        Bug::Server(Planted::UncheckedFence),
+        Bug::Server(Planted::FollowerLocalReads),
+    ];
 
     /// The `--bug` name.
     pub fn name(self) -> &'static str {
         match self {
             Bug::AckBeforeSync => "ack-before-sync",
             Bug::NoDriftMargin => "no-drift-margin",
+            Bug::Server(Planted::KeepaliveAckBeforeCommit) => "keepalive-ack-before-commit",
+            Bug::Server(Planted::NewLeaderFullTtl) => "new-leader-full-ttl",
+            Bug::Server(Planted::IgnoreRenewalsAfterCheckpoint) => "ignore-renewals-after-checkpoint",
+            Bug::Server(Planted::UncheckedFence) => "unchecked-fence",
+            Bug::Server(Planted::FollowerLocalReads) => "follower-local-reads",
         }
     }
 }
@@ -371,6 +387,10 @@ pub fn run(cfg: &SimConfig) -> SimReport {
         .expect("building the simulation runtime");
     // openraft's election jitter, drawn on this thread.
     seed_thread_rng(Some(SimRng::derive(cfg.seed, 0xe1ec).next_u64()));
+    match cfg.bug {
+        Some(Bug::Server(bug)) => planted::set(&[bug]),
+        _ => planted::set(&[]),
+    }
     let mut report = rt.block_on(async {
         let trace: SharedTrace = Arc::new(Mutex::new(Trace::new(60, cfg.keep_trace)));
         let _logs = cfg
@@ -381,6 +401,7 @@ pub fn run(cfg: &SimConfig) -> SimReport {
     });
     drop(rt);
     seed_thread_rng(None);
+    planted::set(&[]);
     report.wall = wall.elapsed();
     report
 }
@@ -745,8 +766,10 @@ async fn run_cluster(cfg: SimConfig, trace: SharedTrace) -> SimReport {
                 restarts.entry(back).or_default().push(victim);
             }
             2 => {
+                // Mostly the leader: an isolated leader that still answers
+                // clients is where lease and read safety are attacked.
                 let victim = match find_leader(&shared.net) {
-                    Some((leader, _)) if rng.chance(0.5) => leader,
+                    Some((leader, _)) if rng.chance(0.8) => leader,
                     _ => ids[rng.below(ids.len() as u64) as usize],
                 };
                 let rest: Vec<NodeId> = ids.iter().copied().filter(|i| *i != victim).collect();

@@ -187,6 +187,13 @@ impl Keeper {
             let _ = r.reply.send(Err(self.not_leader()));
             return;
         }
+        if crate::planted::active(crate::planted::Planted::KeepaliveAckBeforeCommit) {
+            let ttl = self.ctx.state.read().state.lease(r.id).map_or(0, |l| l.ttl_ms);
+            let _ = r.reply.send(Ok(ttl));
+            let (detached, _) = oneshot::channel();
+            self.pending.entry(r.id).or_default().push(detached);
+            return;
+        }
         self.pending.entry(r.id).or_default().push(r.reply);
     }
 
@@ -303,7 +310,14 @@ impl Keeper {
         }
         self.reconcile(now);
         self.expire(now);
-        if now.duration_since(self.last_checkpoint) >= CHECKPOINT_EVERY {
+        let every = if crate::planted::active(crate::planted::Planted::IgnoreRenewalsAfterCheckpoint) {
+            // The planted bug's second half: checkpoints are rare (etcd's
+            // default interval is minutes), so the stale value matters.
+            CHECKPOINT_EVERY * 10
+        } else {
+            CHECKPOINT_EVERY
+        };
+        if now.duration_since(self.last_checkpoint) >= every {
             self.last_checkpoint = now;
             self.checkpoint(now);
         }
@@ -361,7 +375,12 @@ impl Keeper {
             let tracked = match self.leases.get(&info.id) {
                 Some(t) if t.granted_revision == info.granted_revision => *t,
                 _ => Tracked {
-                    deadline: now + Duration::from_millis(info.remaining_ms),
+                    deadline: now
+                        + Duration::from_millis(if crate::planted::active(crate::planted::Planted::NewLeaderFullTtl) {
+                            info.ttl_ms
+                        } else {
+                            info.remaining_ms
+                        }),
                     granted_revision: info.granted_revision,
                     renewals: info.renewals,
                     expiring: false,

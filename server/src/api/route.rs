@@ -299,6 +299,9 @@ impl NodeContext {
                 Ok(leader) => leader,
                 Err(_) => return Err(last),
             };
+            if leader != self.id && crate::planted::active(crate::planted::Planted::FollowerLocalReads) {
+                return Ok(());
+            }
             let index = if leader == self.id {
                 self.local_read_index(deadline).await
             } else {

@@ -155,7 +155,9 @@ impl Leases {
         ids.iter()
             .map(|id| {
                 self.leases.get_mut(id).map(|lease| {
-                    lease.remaining_ms = lease.ttl_ms;
+                    if !crate::planted::active(crate::planted::Planted::IgnoreRenewalsAfterCheckpoint) {
+                        lease.remaining_ms = lease.ttl_ms;
+                    }
                     lease.renewals = lease.renewals.saturating_add(1);
                     lease.ttl_ms
                 })

@@ -235,6 +235,9 @@ impl Topology {
 
     /// Checks a fence: `token` must be the token of a current grant.
     pub(super) fn check_fence(&self, fence: &Fence) -> Result<(), Rejection> {
+        if crate::planted::active(crate::planted::Planted::UncheckedFence) {
+            return Ok(());
+        }
         let Some(role) = self.groups.get(&fence.group).and_then(|g| g.roles.get(&fence.role)) else {
             return Err(Rejection::Fenced(format!(
                 "fence token {} for role {:?} of group {:?}: no such role",
