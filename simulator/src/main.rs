@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use indicatif::{ProgressBar, ProgressStyle};
 use roster_simulator::{run, Bug, SimConfig, SimReport};
 
 #[derive(Parser, Debug)]
@@ -41,6 +42,9 @@ struct Args {
     /// `info` or `roster_server::api::lease_keeper=debug` (changes the hash).
     #[arg(long, value_parser = parse_log)]
     log: Option<String>,
+    /// Print the sweep's summary as JSON (failing runs are not printed).
+    #[arg(long)]
+    json: bool,
     /// Write the whole event trace of a single run to this file.
     #[arg(long)]
     trace: Option<std::path::PathBuf>,
@@ -203,33 +207,58 @@ fn main() -> ExitCode {
             let wall = Instant::now();
             let mut simulated = Duration::ZERO;
             let mut failures = Vec::new();
+            // Hidden when stderr is not a terminal (CI): the summary below
+            // still prints.
+            let bar = ProgressBar::new(b - a);
+            bar.set_style(
+                ProgressStyle::with_template("{bar:30} {pos}/{len} seeds  {msg}  [{elapsed_precise} < {eta}]")
+                    .expect("a valid progress template"),
+            );
             for seed in a..b {
                 let report = run(&SimConfig { seed, ..base.clone() });
                 simulated += report.simulated;
-                if report.violations.is_empty() {
-                    eprint!("\r{}/{} seeds, {} failed", seed - a + 1, b - a, failures.len());
-                } else {
-                    eprintln!();
-                    print_one(&report);
+                if !report.violations.is_empty() {
                     failures.push(seed);
+                    if !args.json {
+                        bar.suspend(|| print_one(&report));
+                    }
                 }
+                bar.inc(1);
+                let elapsed = wall.elapsed().as_secs_f64().max(1e-9);
+                bar.set_message(format!(
+                    "{} failed, {:.0}x real time",
+                    failures.len(),
+                    simulated.as_secs_f64() / elapsed
+                ));
             }
-            eprintln!();
+            bar.finish_and_clear();
             let wall = wall.elapsed().as_secs_f64();
-            println!(
-                "runs {}, failures {}{}, {:.1} seeds/s, {:.0} simulated s per wall s ({:.1}s simulated in {:.2}s)",
-                b - a,
-                failures.len(),
-                if failures.is_empty() {
-                    String::new()
-                } else {
-                    format!(" (seeds {failures:?})")
-                },
-                (b - a) as f64 / wall,
-                simulated.as_secs_f64() / wall,
-                simulated.as_secs_f64(),
-                wall
-            );
+            if args.json {
+                let summary = serde_json::json!({
+                    "runs": b - a,
+                    "failures": failures,
+                    "seeds_per_second": (b - a) as f64 / wall,
+                    "simulated_seconds": simulated.as_secs_f64(),
+                    "wall_seconds": wall,
+                    "simulated_per_wall_second": simulated.as_secs_f64() / wall,
+                });
+                println!("{summary}");
+            } else {
+                println!(
+                    "runs {}, failures {}{}, {:.1} seeds/s, {:.0} simulated s per wall s ({:.1}s simulated in {:.2}s)",
+                    b - a,
+                    failures.len(),
+                    if failures.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (seeds {failures:?})")
+                    },
+                    (b - a) as f64 / wall,
+                    simulated.as_secs_f64() / wall,
+                    simulated.as_secs_f64(),
+                    wall
+                );
+            }
             if failures.is_empty() {
                 ExitCode::SUCCESS
             } else {
