@@ -22,6 +22,7 @@ pub mod linearizability;
 pub mod logs;
 pub mod net;
 pub mod rng;
+pub mod shrink;
 pub mod sim;
 pub mod trace;
 pub mod workload;

@@ -1,5 +1,6 @@
 //! roster-sim: run one seed, or sweep a range of seeds.
 
+use std::collections::BTreeSet;
 use std::io::Write;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -42,6 +43,14 @@ struct Args {
     /// `info` or `roster_server::api::lease_keeper=debug` (changes the hash).
     #[arg(long, value_parser = parse_log)]
     log: Option<String>,
+    /// Apply only these faults of the schedule (indices as the trace numbers
+    /// them, e.g. `3,7,12`, or `none`): replays a shrunk run.
+    #[arg(long, value_parser = roster_simulator::shrink::parse_keep)]
+    keep_faults: Option<BTreeSet<usize>>,
+    /// With --seed: if the run fails, shrink its fault schedule to a
+    /// shorter one that still breaks the same rule.
+    #[arg(long, requires = "seed")]
+    shrink: bool,
     /// Print the sweep's summary as JSON (failing runs are not printed).
     #[arg(long)]
     json: bool,
@@ -158,7 +167,10 @@ fn write_one(out: &mut impl Write, r: &SimReport) -> std::io::Result<()> {
         }
     }
     if !r.violations.is_empty() {
-        writeln!(out, "last trace lines up to the first violation:")?;
+        writeln!(
+            out,
+            "the story up to the first violation (faults, roles, client calls; --trace FILE has every line):"
+        )?;
         for line in &r.tail {
             writeln!(out, "  {line}")?;
         }
@@ -179,11 +191,36 @@ fn main() -> ExitCode {
         rho: args.rho,
         clock_jumps: args.clock_jumps,
         log: args.log.clone(),
+        keep_faults: args.keep_faults.clone(),
     };
     match (args.seed, &args.seeds) {
         (Some(seed), _) => {
-            let report = run(&SimConfig { seed, ..base });
+            let cfg = SimConfig { seed, ..base };
+            let mut report = run(&cfg);
             print_one(&report);
+            if args.shrink && !report.violations.is_empty() {
+                let bar = ProgressBar::new_spinner();
+                bar.set_message("shrinking the fault schedule");
+                let shrunk = roster_simulator::shrink::shrink(&cfg, report, |faults, fails| {
+                    bar.set_message(format!(
+                        "shrinking: tried {faults} faults ({})",
+                        if fails { "fails" } else { "passes" }
+                    ));
+                    bar.tick();
+                });
+                bar.finish_and_clear();
+                println!();
+                println!(
+                    "shrunk: {} of {} faults still break {} ({} runs); replay with --seed {seed} --keep-faults {}",
+                    shrunk.keep.len(),
+                    shrunk.original,
+                    shrunk.rule,
+                    shrunk.runs,
+                    roster_simulator::shrink::format_keep(&shrunk.keep)
+                );
+                print_one(&shrunk.report);
+                report = shrunk.report;
+            }
             if let (Some(path), Some(lines)) = (&args.trace, &report.full_trace) {
                 if let Err(e) = std::fs::write(path, lines.join("\n") + "\n") {
                     eprintln!("writing {}: {e}", path.display());

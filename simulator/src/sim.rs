@@ -73,6 +73,10 @@ pub struct SimConfig {
     /// Capture the code's own `tracing` logs matching this filter into the
     /// trace (diagnosis; changes the hash).
     pub log: Option<String>,
+    /// Apply only the faults with these indices (`None`: all). Faults are
+    /// numbered in schedule order; the rest of the schedule does not move
+    /// when some are left out. What shrinking varies.
+    pub keep_faults: Option<BTreeSet<usize>>,
 }
 
 /// Bugs the simulator can plant, to show that the checkers catch them.
@@ -134,6 +138,7 @@ impl Default for SimConfig {
             rho: DEFAULT_RHO,
             clock_jumps: false,
             log: None,
+            keep_faults: None,
         }
     }
 }
@@ -154,6 +159,8 @@ pub struct Stats {
     pub crashes: u64,
     pub partitions: u64,
     pub max_term: u64,
+    /// Faults scheduled (applied or left out), numbered `0..faults`.
+    pub faults: usize,
     pub last_index: u64,
     pub messages_delivered: u64,
     pub messages_dropped: u64,
@@ -216,6 +223,7 @@ struct Checker {
     violations: Vec<Violation>,
     /// The trace tail when the first violation was found.
     first_violation_tail: Vec<String>,
+    first_violation_ms: u64,
     stats: Stats,
 }
 
@@ -250,9 +258,25 @@ impl Shared {
         let mut c = self.checker();
         if c.violations.is_empty() {
             // The events leading to the first violation.
-            c.first_violation_tail = self.trace.lock().unwrap_or_else(|p| p.into_inner()).tail();
+            let t = self.trace.lock().unwrap_or_else(|p| p.into_inner());
+            c.first_violation_tail = t.tail();
+            c.first_violation_ms = t.now_ms();
         }
         c.violations.push(Violation { rule, detail });
+    }
+
+    /// Violations the workload found live, with the story of the first.
+    fn violate_from(&self, found: Vec<(&'static str, String)>, tail: Option<(u64, Vec<String>)>) {
+        let mut c = self.checker();
+        if let Some((ms, tail)) = tail {
+            if c.violations.is_empty() || ms < c.first_violation_ms {
+                c.first_violation_tail = tail;
+                c.first_violation_ms = ms;
+            }
+        }
+        // Already in the trace when found.
+        c.violations
+            .extend(found.into_iter().map(|(rule, detail)| Violation { rule, detail }));
     }
 }
 
@@ -707,6 +731,7 @@ async fn run_cluster(cfg: SimConfig, trace: SharedTrace) -> SimReport {
     let max_down = (cfg.nodes - 1) / 2;
     let mut restarts: BTreeMap<Instant, Vec<NodeId>> = BTreeMap::new();
     let mut next_fault = start + Duration::from_millis(rng.range(1_000, 4_000));
+    let mut faults_drawn = 0usize;
     loop {
         let next_restart = restarts.keys().next().copied();
         let wake = next_restart.map_or(next_fault, |r| r.min(next_fault)).min(end);
@@ -726,20 +751,32 @@ async fn run_cluster(cfg: SimConfig, trace: SharedTrace) -> SimReport {
         }
         let down: BTreeSet<NodeId> = restarts.values().flatten().copied().collect();
         let ids = cluster.ids();
-        match rng.below(11) {
+        // Each fault has an index and its own random stream, so leaving
+        // some out (shrinking, `keep_faults`) changes nothing else about
+        // the schedule: times and kinds come from `rng`, drawn every time.
+        let kind = rng.below(11);
+        let index = faults_drawn;
+        faults_drawn += 1;
+        if cfg.keep_faults.as_ref().is_some_and(|keep| !keep.contains(&index)) {
+            shared.record("FLT", format!("#{index} left out"));
+            continue;
+        }
+        let mut frng = SimRng::derive(cfg.seed, 0xfa17_0000 + index as u64);
+        shared.record("FLT", format!("#{index}:"));
+        match kind {
             6 if down.is_empty() => {
                 // Power loss of the whole cluster, mostly right after a
                 // client got an acknowledgment: the moment at which anything
                 // acknowledged but not yet durable would be lost.
-                if rng.chance(0.8) {
+                if frng.chance(0.8) {
                     let until = Instant::now() + Duration::from_millis(1_000);
                     let acked = work.log().acks;
                     while work.log().acks == acked && Instant::now() < until {
-                        tokio::time::sleep(Duration::from_micros(rng.range(20, 300))).await;
+                        tokio::time::sleep(Duration::from_micros(frng.range(20, 300))).await;
                     }
                 }
                 shared.record("FLT", "power loss: every node");
-                let back = Instant::now() + Duration::from_millis(rng.range(200, 3_000));
+                let back = Instant::now() + Duration::from_millis(frng.range(200, 3_000));
                 for id in ids {
                     cluster.crash(id);
                     restarts.entry(back).or_default().push(id);
@@ -749,28 +786,28 @@ async fn run_cluster(cfg: SimConfig, trace: SharedTrace) -> SimReport {
                 let up: Vec<NodeId> = ids.iter().copied().filter(|i| !down.contains(i)).collect();
                 // Prefer the leader now and then: that is where it hurts.
                 let victim = match find_leader(&shared.net) {
-                    Some((leader, _)) if rng.chance(0.5) => leader,
-                    _ => up[rng.below(up.len() as u64) as usize],
+                    Some((leader, _)) if frng.chance(0.5) => leader,
+                    _ => up[frng.below(up.len() as u64) as usize],
                 };
                 // Mostly crash in the middle of a write: wait (briefly)
                 // until the victim has unsynced writes.
-                if rng.chance(0.7) {
+                if frng.chance(0.7) {
                     let disk = &cluster.disks[(victim - 1) as usize];
                     let until = Instant::now() + Duration::from_millis(300);
                     while disk.unsynced() == 0 && Instant::now() < until {
-                        tokio::time::sleep(Duration::from_micros(rng.range(50, 500))).await;
+                        tokio::time::sleep(Duration::from_micros(frng.range(50, 500))).await;
                     }
                 }
                 cluster.crash(victim);
-                let back = Instant::now() + Duration::from_millis(rng.range(200, 6_000));
+                let back = Instant::now() + Duration::from_millis(frng.range(200, 6_000));
                 restarts.entry(back).or_default().push(victim);
             }
             2 => {
                 // Mostly the leader: an isolated leader that still answers
                 // clients is where lease and read safety are attacked.
                 let victim = match find_leader(&shared.net) {
-                    Some((leader, _)) if rng.chance(0.8) => leader,
-                    _ => ids[rng.below(ids.len() as u64) as usize],
+                    Some((leader, _)) if frng.chance(0.8) => leader,
+                    _ => ids[frng.below(ids.len() as u64) as usize],
                 };
                 let rest: Vec<NodeId> = ids.iter().copied().filter(|i| *i != victim).collect();
                 shared.net.heal();
@@ -781,10 +818,10 @@ async fn run_cluster(cfg: SimConfig, trace: SharedTrace) -> SimReport {
             3 => {
                 let mut shuffled = ids.clone();
                 for i in (1..shuffled.len()).rev() {
-                    let j = rng.below(i as u64 + 1) as usize;
+                    let j = frng.below(i as u64 + 1) as usize;
                     shuffled.swap(i, j);
                 }
-                let cut = rng.range(1, shuffled.len() as u64 - 1) as usize;
+                let cut = frng.range(1, shuffled.len() as u64 - 1) as usize;
                 let (a, b) = shuffled.split_at(cut);
                 shared.net.heal();
                 shared.net.split(a, b);
@@ -796,8 +833,8 @@ async fn run_cluster(cfg: SimConfig, trace: SharedTrace) -> SimReport {
                 shared.record("FLT", "heal links");
             }
             0 | 1 | 5 | 6 => {
-                let loss = [0.0, 0.0, 0.01, 0.05, 0.2][rng.below(5) as usize];
-                let max_us = [2_000, 5_000, 20_000, 80_000][rng.below(4) as usize];
+                let loss = [0.0, 0.0, 0.01, 0.05, 0.2][frng.below(5) as usize];
+                let max_us = [2_000, 5_000, 20_000, 80_000][frng.below(4) as usize];
                 {
                     let mut n = shared.net.lock();
                     n.loss = loss;
@@ -807,7 +844,7 @@ async fn run_cluster(cfg: SimConfig, trace: SharedTrace) -> SimReport {
             }
             7 => {
                 // A client process dies: its lease must end within the bound.
-                let victim = rng.below(actors.len() as u64) as usize;
+                let victim = frng.below(actors.len() as u64) as usize;
                 let actor = actors.swap_remove(victim);
                 for t in &actor.tasks {
                     t.abort();
@@ -831,13 +868,13 @@ async fn run_cluster(cfg: SimConfig, trace: SharedTrace) -> SimReport {
                 next_actor += 1;
             }
             8 => {
-                let actor = &actors[rng.below(actors.len() as u64) as usize];
+                let actor = &actors[frng.below(actors.len() as u64) as usize];
                 shared.net.cut_client(CLIENT_BASE + actor.id, &ids);
                 shared.record("FLT", format!("cut client c{} off", actor.id));
             }
             9 => {
-                let victim = ids[rng.below(ids.len() as u64) as usize];
-                let pause = Duration::from_millis(rng.range(300, 4_000));
+                let victim = ids[frng.below(ids.len() as u64) as usize];
+                let pause = Duration::from_millis(frng.range(300, 4_000));
                 shared.net.pause(victim);
                 shared.record("FLT", format!("pause n{victim} for {}ms", pause.as_millis()));
                 let net = shared.net.clone();
@@ -849,18 +886,18 @@ async fn run_cluster(cfg: SimConfig, trace: SharedTrace) -> SimReport {
             _ => {
                 // Clock faults: a new drift within ρ, or (only in the
                 // clock-jump mode) a step of seconds.
-                let node = rng.chance(0.5);
+                let node = frng.chance(0.5);
                 let clock = if node {
-                    let id = ids[rng.below(ids.len() as u64) as usize];
+                    let id = ids[frng.below(ids.len() as u64) as usize];
                     shared.net.endpoint(id).map(|e| (format!("n{id}"), e.ctx.clock.clone()))
                 } else {
-                    let a = &actors[rng.below(actors.len() as u64) as usize];
+                    let a = &actors[frng.below(actors.len() as u64) as usize];
                     Some((format!("c{}", a.id), a.clock.clone()))
                 };
                 if let Some((who, clock)) = clock {
-                    if cfg.clock_jumps && rng.chance(0.5) {
-                        let by = Duration::from_millis(rng.range(1_000, 5_000));
-                        let forward = rng.chance(0.5);
+                    if cfg.clock_jumps {
+                        let by = Duration::from_millis(frng.range(1_000, 8_000));
+                        let forward = frng.chance(0.5);
                         clock.jump(by, forward);
                         shared.record(
                             "FLT",
@@ -871,7 +908,7 @@ async fn run_cluster(cfg: SimConfig, trace: SharedTrace) -> SimReport {
                             ),
                         );
                     } else {
-                        let ppm = random_ppm(&mut rng, cfg.rho);
+                        let ppm = random_ppm(&mut frng, cfg.rho);
                         clock.set_ppm(ppm);
                         shared.record("FLT", format!("clock of {who} now drifts {ppm} ppm"));
                     }
@@ -880,6 +917,7 @@ async fn run_cluster(cfg: SimConfig, trace: SharedTrace) -> SimReport {
         }
     }
 
+    shared.checker().stats.faults = faults_drawn;
     // Heal: links, loss, crashed nodes; then the clients stop.
     shared.net.heal();
     {
@@ -932,8 +970,12 @@ async fn run_cluster(cfg: SimConfig, trace: SharedTrace) -> SimReport {
             format!("no leader with every node caught up within {HEAL_BOUND:?} after the faults healed"),
         );
     }
-    for (rule, detail) in std::mem::take(&mut work.log().violations) {
-        shared.violate(rule, detail);
+    {
+        let mut log = work.log();
+        let found = std::mem::take(&mut log.violations);
+        let tail = log.first_tail.take();
+        drop(log);
+        shared.violate_from(found, tail);
     }
     {
         let log = work.log();

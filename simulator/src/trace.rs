@@ -55,6 +55,15 @@ impl Trace {
         self.hash = fnv1a(self.hash, line.as_bytes());
         self.hash = fnv1a(self.hash, b"\n");
         self.lines += 1;
+        // The tail tells the story: faults, roles, client operations,
+        // checker verdicts; not every Raft message and applied index (those
+        // are in the full trace).
+        if event.starts_with("-> n") || event.starts_with("applied ") {
+            if let Some(full) = &mut self.full {
+                full.push(line);
+            }
+            return;
+        }
         if self.tail.len() == self.keep_tail {
             self.tail.pop_front();
         }

@@ -103,6 +103,9 @@ pub struct WorkLog {
     pub resigns: u64,
     /// Acknowledged writes so far (kv puts and fenced writes).
     pub acks: u64,
+    /// When the first violation found live happened, and the trace tail
+    /// then.
+    pub first_tail: Option<(u64, Vec<String>)>,
 }
 
 /// Settings the workload takes from the run.
@@ -189,6 +192,12 @@ impl Work {
                 "c{client} elected to {GROUP}/{ROLE} with token {token} while {} still believed it held the role",
                 clash.join(", ")
             );
+            // Into the story now, with the events that led here.
+            let mut trace = self.trace.lock().unwrap_or_else(|p| p.into_inner());
+            trace.record("CHK", &format!("VIOLATION role-exclusivity: {detail}"));
+            if log.first_tail.is_none() {
+                log.first_tail = Some((trace.now_ms(), trace.tail()));
+            }
             log.violations.push(("role-exclusivity", detail));
         }
     }
