@@ -104,7 +104,10 @@ impl Cluster {
 
     /// Process ids of the members that are running.
     pub fn pids(&self) -> Vec<u32> {
-        self.members.iter().filter_map(|m| m.child.as_ref().map(Child::id)).collect()
+        self.members
+            .iter()
+            .filter_map(|m| m.child.as_ref().map(Child::id))
+            .collect()
     }
 
     /// Whether member `member` is running (as far as we started it).

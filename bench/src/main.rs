@@ -33,7 +33,11 @@ use crate::report::{Machine, Report, Versions};
 use crate::workload::{Ctx, Measurement, Params, Workload};
 
 #[derive(Parser)]
-#[command(name = "roster-bench", version, about = "Roster and etcd side by side, same workloads")]
+#[command(
+    name = "roster-bench",
+    version,
+    about = "Roster and etcd side by side, same workloads"
+)]
 struct Cli {
     /// Print the results as JSON on stdout instead of tables.
     #[arg(long, global = true)]
@@ -45,7 +49,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run workloads on both systems, alternately, for several rounds.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Measure only this machine's floor: fsync and loopback round trip.
     Floor {
         /// Directory on the disk to measure.
@@ -124,7 +128,7 @@ fn main() -> Result<()> {
                 }
                 Ok(())
             }
-            Cmd::Run(args) => run(args, cli.json).await,
+            Cmd::Run(args) => run(*args, cli.json).await,
         }
     })
 }
@@ -215,7 +219,10 @@ async fn run(args: RunArgs, json: bool) -> Result<()> {
         data_root: data_root.clone(),
     };
 
-    eprintln!("measuring the floor (fsync, loopback round trip) in {}", data_root.display());
+    eprintln!(
+        "measuring the floor (fsync, loopback round trip) in {}",
+        data_root.display()
+    );
     let floor = floor::measure(&data_root, if args.smoke { 50 } else { 500 })?;
 
     let total = (rounds * workloads.len() * systems.len()) as u64;
@@ -224,7 +231,12 @@ async fn run(args: RunArgs, json: bool) -> Result<()> {
     for round in 0..rounds {
         for &workload in &workloads {
             for &system in &systems {
-                progress.set_prefix(format!("round {}/{rounds} {} {}", round + 1, workload.name(), system.name()));
+                progress.set_prefix(format!(
+                    "round {}/{rounds} {} {}",
+                    round + 1,
+                    workload.name(),
+                    system.name()
+                ));
                 if progress.is_hidden() {
                     eprintln!("round {}/{rounds}: {} on {}", round + 1, workload.name(), system.name());
                 }
@@ -323,7 +335,14 @@ fn progress_bar(total: u64) -> ProgressBar {
 
 fn logs(cluster: &Cluster) -> String {
     (0..cluster::MEMBERS)
-        .map(|m| format!("--- {} member {} ---\n{}", cluster.system().name(), m + 1, cluster.log_tail(m, 15)))
+        .map(|m| {
+            format!(
+                "--- {} member {} ---\n{}",
+                cluster.system().name(),
+                m + 1,
+                cluster.log_tail(m, 15)
+            )
+        })
         .collect::<Vec<_>>()
         .join("\n")
 }

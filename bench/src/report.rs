@@ -43,7 +43,10 @@ impl Machine {
         let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
         let cpu = cpuinfo
             .lines()
-            .find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned()))
+            .find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+            })
             .unwrap_or_else(|| "unknown".into());
         let meminfo = fs::read_to_string("/proc/meminfo").unwrap_or_default();
         let kib: f64 = meminfo
@@ -325,8 +328,16 @@ impl Report {
              1-byte ping-pong over loopback TCP.\n"
         );
         let _ = writeln!(w, "| | p50 | p99 |\n|---|---:|---:|");
-        let _ = writeln!(w, "| fsync (write + fdatasync) | {:.3} ms | {:.3} ms |", f.fsync_p50_ms, f.fsync_p99_ms);
-        let _ = writeln!(w, "| loopback TCP round trip | {:.3} ms | {:.3} ms |", f.rtt_p50_ms, f.rtt_p99_ms);
+        let _ = writeln!(
+            w,
+            "| fsync (write + fdatasync) | {:.3} ms | {:.3} ms |",
+            f.fsync_p50_ms, f.fsync_p99_ms
+        );
+        let _ = writeln!(
+            w,
+            "| loopback TCP round trip | {:.3} ms | {:.3} ms |",
+            f.rtt_p50_ms, f.rtt_p99_ms
+        );
         let single = |system| {
             rows.iter()
                 .find(|r| r.workload == Workload::Put && r.phase == "1 clients" && r.metric == "p50")
@@ -366,19 +377,21 @@ impl Report {
         let _ = writeln!(
             w,
             "Cores kept busy on average during the phase: by the cluster (utime + stime of its members), \
-             by the load generator (this process) and by everything else on the machine (/proc/stat busy \
-             time minus both). Phases where everything else used more than {BUSY_OTHER_CORES} cores are \
+             by the load generator (this process), by the kernel (its threads — journal commits after \
+             fsync, block and network workers — and interrupts; mostly work done for the cluster, but the \
+             kernel does not say for whom) and by everything else on the machine (/proc/stat busy time \
+             minus all of those). Phases where everything else used more than {BUSY_OTHER_CORES} cores are \
              **disturbed** and left out of the medians whenever an undisturbed run of the same figure exists.\n"
         );
         let _ = writeln!(
             w,
-            "| round | workload | phase | system | wall s | cluster | bench | other | errors | disturbed |"
+            "| round | workload | phase | system | wall s | cluster | bench | kernel | other | errors | disturbed |"
         );
-        let _ = writeln!(w, "|---:|---|---|---|---:|---:|---:|---:|---:|---|");
+        let _ = writeln!(w, "|---:|---|---|---|---:|---:|---:|---:|---:|---:|---|");
         for m in &self.measurements {
             let _ = writeln!(
                 w,
-                "| {} | {} | {} | {} | {:.1} | {:.2} | {:.2} | {:.2} | {} | {} |",
+                "| {} | {} | {} | {} | {:.1} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} |",
                 m.round + 1,
                 m.workload.name(),
                 m.phase,
@@ -386,17 +399,14 @@ impl Report {
                 m.cpu.wall_s,
                 m.cpu.cluster_cores(),
                 m.cpu.bench_cores(),
+                m.cpu.kernel_cores(),
                 m.cpu.other_cores(),
                 m.errors,
                 if m.cpu.disturbed() { "**yes**" } else { "" }
             );
         }
         let disturbed = self.measurements.iter().filter(|m| m.cpu.disturbed()).count();
-        let _ = writeln!(
-            w,
-            "\n{disturbed} of {} phases were disturbed.",
-            self.measurements.len()
-        );
+        let _ = writeln!(w, "\n{disturbed} of {} phases were disturbed.", self.measurements.len());
     }
 }
 

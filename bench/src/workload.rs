@@ -309,7 +309,10 @@ async fn put<D: Driver>(ctx: &Ctx<'_, D>) -> Result<Vec<Measurement>> {
         let v = Arc::clone(&val);
         let mut tally = closed_loop(&conns, clients, p.duration, move |conn, client, i| {
             let v = Arc::clone(&v);
-            async move { conn.put(format!("put/{client:03}/{:04}", i % 1024).into_bytes(), v.to_vec()).await }
+            async move {
+                conn.put(format!("put/{client:03}/{:04}", i % 1024).into_bytes(), v.to_vec())
+                    .await
+            }
         })
         .await?;
         let cpu = meter.finish(&ctx.cluster.pids());
@@ -336,7 +339,8 @@ async fn get<D: Driver>(ctx: &Ctx<'_, D>) -> Result<Vec<Measurement>> {
     let conns = pool(ctx.driver, ctx.cluster, p.get_clients.min(p.max_conns), TUNING).await?;
     let val = value(p.value_size);
     for start in (0..p.get_keys).step_by(64) {
-        let batch = (start..(start + 64).min(p.get_keys)).map(|k| conns[k % conns.len()].put(get_key(k as u64), val.clone()));
+        let batch =
+            (start..(start + 64).min(p.get_keys)).map(|k| conns[k % conns.len()].put(get_key(k as u64), val.clone()));
         for r in join_all(batch).await {
             r?;
         }
@@ -373,6 +377,9 @@ fn get_key(k: u64) -> Vec<u8> {
     format!("get/{k:06}").into_bytes()
 }
 
+/// Leases kept alive, and how long their grants took.
+type Granted<C> = (Vec<<C as Conn>::Lease>, Latencies);
+
 /// Grants `count` leases from 64 concurrent tasks and starts keeping each
 /// alive; returns the leases and the grant latencies.
 async fn grant_and_keep<C: Conn>(
@@ -381,10 +388,10 @@ async fn grant_and_keep<C: Conn>(
     ttl: Duration,
     renew: Duration,
     renewals: &Arc<AtomicU64>,
-) -> Result<(Vec<C::Lease>, Latencies)> {
+) -> Result<Granted<C>> {
     const WORKERS: usize = 64;
     let workers = WORKERS.min(count.max(1));
-    let tasks: Vec<JoinHandle<Result<(Vec<C::Lease>, Latencies)>>> = (0..workers)
+    let tasks: Vec<JoinHandle<Result<Granted<C>>>> = (0..workers)
         .map(|w| {
             let conns = conns.to_vec();
             let renewals = Arc::clone(renewals);
@@ -451,7 +458,12 @@ async fn lease<D: Driver>(ctx: &Ctx<'_, D>) -> Result<Vec<Measurement>> {
                 figure("renewals/s", "/s", renewed / cpu.wall_s, true),
                 figure("renewals/s expected", "/s", expected, true),
                 figure("cluster CPU", "cores", cpu.cluster_cores(), false),
-                figure("cluster CPU per renewal", "µs", cpu.cluster_s * 1e6 / renewed.max(1.0), false),
+                figure(
+                    "cluster CPU per renewal",
+                    "µs",
+                    cpu.cluster_s * 1e6 / renewed.max(1.0),
+                    false,
+                ),
             ],
         ));
         drop(leases);
@@ -461,7 +473,8 @@ async fn lease<D: Driver>(ctx: &Ctx<'_, D>) -> Result<Vec<Measurement>> {
 
 async fn election<D: Driver>(ctx: &Ctx<'_, D>) -> Result<Vec<Measurement>> {
     let p = ctx.params;
-    ctx.progress.set_message(format!("election, {} candidates", p.candidates));
+    ctx.progress
+        .set_message(format!("election, {} candidates", p.candidates));
     let name = "bench-election";
     let conns = pool(ctx.driver, ctx.cluster, p.candidates, TUNING).await?;
     ctx.driver.prepare_election(&conns[0], name).await?;
@@ -545,7 +558,10 @@ async fn failover<D: Driver>(ctx: &mut Ctx<'_, D>) -> Result<Vec<Measurement>> {
             let mut errors = 0u64;
             let mut i = 0u64;
             while !stop.load(Ordering::Relaxed) {
-                match conn.put(format!("failover/{:04}", i % 1024).into_bytes(), val.clone()).await {
+                match conn
+                    .put(format!("failover/{:04}", i % 1024).into_bytes(), val.clone())
+                    .await
+                {
                     Ok(()) => lock(&successes).push(Instant::now()),
                     Err(_) => {
                         errors += 1;
@@ -574,7 +590,11 @@ async fn failover<D: Driver>(ctx: &mut Ctx<'_, D>) -> Result<Vec<Measurement>> {
                     .map(|m| ctx.driver.leader_seen_by(ctx.cluster, m)),
             )
             .await;
-            views.into_iter().flatten().find(|&l| l != leader).map(|_| Instant::now())
+            views
+                .into_iter()
+                .flatten()
+                .find(|&l| l != leader)
+                .map(|_| Instant::now())
         })
         .await
         .ok_or_else(|| anyhow!("no new leader within 30 s"))?;
@@ -583,7 +603,7 @@ async fn failover<D: Driver>(ctx: &mut Ctx<'_, D>) -> Result<Vec<Measurement>> {
         })
         .await
         .ok_or_else(|| anyhow!("no successful write within 30 s of the kill"))?;
-        let last_before = lock(&successes).iter().copied().filter(|&t| t <= killed).last();
+        let last_before = lock(&successes).iter().copied().rfind(|&t| t <= killed);
         let last_before = last_before.ok_or_else(|| anyhow!("no successful write before the kill"))?;
         let cpu = {
             meter.sample(&ctx.cluster.pids());
@@ -701,7 +721,8 @@ async fn memory<D: Driver>(ctx: &Ctx<'_, D>) -> Result<Vec<Measurement>> {
     let p = ctx.params;
     let meter = CpuMeter::start(&ctx.cluster.pids());
     let empty = rss_of(ctx.cluster);
-    ctx.progress.set_message(format!("memory: writing {} keys", p.memory_keys));
+    ctx.progress
+        .set_message(format!("memory: writing {} keys", p.memory_keys));
     let conns = pool(ctx.driver, ctx.cluster, p.max_conns, TUNING).await?;
     let val = Arc::new(value(p.value_size));
     let next_key = Arc::new(AtomicU64::new(0));
@@ -724,8 +745,15 @@ async fn memory<D: Driver>(ctx: &Ctx<'_, D>) -> Result<Vec<Measurement>> {
     for w in writers {
         w.await.context("writer task")??;
     }
-    ctx.progress.set_message(format!("memory: keeping {} leases", p.memory_leases));
-    let lease_conns = pool(ctx.driver, ctx.cluster, p.memory_leases.div_ceil(p.leases_per_conn), TUNING).await?;
+    ctx.progress
+        .set_message(format!("memory: keeping {} leases", p.memory_leases));
+    let lease_conns = pool(
+        ctx.driver,
+        ctx.cluster,
+        p.memory_leases.div_ceil(p.leases_per_conn),
+        TUNING,
+    )
+    .await?;
     let renewals = Arc::new(AtomicU64::new(0));
     let (leases, _) = grant_and_keep(&lease_conns, p.memory_leases, p.lease_ttl, p.lease_renew, &renewals).await?;
     sleep(p.lease_renew).await;
@@ -747,5 +775,10 @@ async fn memory<D: Driver>(ctx: &Ctx<'_, D>) -> Result<Vec<Measurement>> {
 }
 
 fn rss_of(cluster: &Cluster) -> Vec<f64> {
-    cluster.pids().into_iter().filter_map(rss_bytes).map(|b| b as f64).collect()
+    cluster
+        .pids()
+        .into_iter()
+        .filter_map(rss_bytes)
+        .map(|b| b as f64)
+        .collect()
 }

@@ -94,7 +94,10 @@ impl Driver for RosterDriver {
             }],
             ..Default::default()
         };
-        conn.client.put_group(req).await.context("creating the election's group")?;
+        conn.client
+            .put_group(req)
+            .await
+            .context("creating the election's group")?;
         Ok(())
     }
 }
