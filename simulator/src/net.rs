@@ -24,7 +24,7 @@ use openraft::raft::{
 use openraft::BasicNode;
 use roster_server::api::NodeContext;
 use roster_server::raft::state_machine::StateMachineStore;
-use roster_server::raft::{NodeId, Raft, TypeConfig};
+use roster_server::raft::{codec, NodeId, Raft, TypeConfig};
 use tokio::io::DuplexStream;
 use tokio::sync::{mpsc, Notify};
 use tokio::task::AbortHandle;
@@ -68,6 +68,8 @@ pub struct NetState {
     paused: BTreeSet<PartyId>,
     conns: Vec<Conn>,
     pub loss: f64,
+    /// Chance that a Raft message is delivered a second time, later.
+    pub dup: f64,
     pub delay_min_us: u64,
     pub delay_max_us: u64,
     pub delivered: u64,
@@ -107,6 +109,7 @@ impl Net {
                 paused: BTreeSet::new(),
                 conns: Vec::new(),
                 loss: 0.0,
+                dup: 0.0,
                 delay_min_us: 200,
                 delay_max_us: 5_000,
                 delivered: 0,
@@ -144,6 +147,24 @@ impl Net {
 
     pub fn heal(&self) {
         self.lock().cut.clear();
+    }
+
+    /// Cuts the link `from` → `to` only (a one-way partition: `to` still
+    /// reaches `from`).
+    pub fn cut_one_way(&self, from: NodeId, to: NodeId) {
+        self.lock().cut.insert((from, to));
+        self.break_cut_conns();
+    }
+
+    /// If this message is to be duplicated: after how long the copy arrives.
+    fn duplicate_after(&self) -> Option<Duration> {
+        let mut s = self.lock();
+        let dup = s.dup;
+        if dup > 0.0 && s.rng.chance(dup) {
+            let d = s.delay() * 2;
+            return Some(d);
+        }
+        None
     }
 
     /// Cuts the links between client party `client` and `nodes`, both ways.
@@ -328,6 +349,14 @@ pub struct NetClient {
     target: NodeId,
 }
 
+/// A message as the other side would decode it: through the same postcard
+/// encoding the real peer transport uses (so an unencodable message, or one
+/// that decodes differently, breaks the run here too).
+fn wire<T: serde::Serialize + serde::de::DeserializeOwned>(value: &T) -> T {
+    let bytes = codec::encode("sim message", value).expect("a Raft message encodes");
+    codec::decode("sim message", &bytes).expect("a Raft message decodes")
+}
+
 type RpcResult<T, E = openraft::error::Infallible> = Result<T, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>;
 
 fn timeout_err<T, E: std::error::Error>(what: &str) -> RpcResult<T, E> {
@@ -340,6 +369,30 @@ fn timeout_err<T, E: std::error::Error>(what: &str) -> RpcResult<T, E> {
 impl NetClient {
     fn who(&self) -> String {
         format!("n{}", self.from)
+    }
+
+    /// Now and then the network delivers a message twice: the copy arrives
+    /// later (if the target is still up and the link not cut) and its
+    /// answer goes nowhere. Raft must not care.
+    fn maybe_duplicate<F, Fut>(&self, what: &str, deliver: F)
+    where
+        F: FnOnce(Endpoint) -> Fut + Send + 'static,
+        Fut: std::future::Future + Send + 'static,
+    {
+        let Some(after) = self.net.duplicate_after() else {
+            return;
+        };
+        let (net, from, incarnation, target) = (self.net.clone(), self.from, self.incarnation, self.target);
+        let what = format!("-> n{target} duplicate of {what}");
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            let Some(endpoint) = net.endpoint(target) else { return };
+            if !net.arrives(from, incarnation, target, endpoint.incarnation) {
+                return;
+            }
+            trace::record(&net.trace, &format!("n{from}"), what);
+            let _ = deliver(endpoint).await;
+        });
     }
 
     /// Runs one RPC: request over the network, `deliver` on the target,
@@ -433,8 +486,11 @@ impl RaftNetwork<TypeConfig> for NetClient {
             rpc.data.len(),
             rpc.done
         );
+        let rpc: InstallSnapshotRequest<TypeConfig> = wire(&rpc);
+        let copy = rpc.clone();
+        self.maybe_duplicate(&what, |target| async move { target.raft.install_snapshot(copy).await });
         self.rpc(what, option.hard_ttl(), |target| async move {
-            target.raft.install_snapshot(rpc).await
+            target.raft.install_snapshot(rpc).await.map(|r| wire(&r))
         })
         .await
     }

@@ -216,6 +216,9 @@ struct Checker {
     /// node and incarnation, or zeros): sampled every 100 ms, for the
     /// lease-bound checker.
     samples: Vec<(Instant, u64, (u64, NodeId, u64))>,
+    /// (lease, log index) of every applied renewal → when it was first
+    /// applied.
+    renewed: BTreeMap<(i64, u64), Instant>,
     /// When a node took office as leader (also when a restarted leader
     /// resumes its term), for the lease-bound checker.
     tenures: Vec<Instant>,
@@ -466,6 +469,8 @@ impl Cluster {
         let raft = Raft::new(id, self.raft_config.clone(), network, log, state.clone())
             .await
             .expect("starting raft");
+        // As rosterd: break election lockstep.
+        roster_server::raft::unstick::spawn(raft.clone(), self.timing.election_min, self.timing.election_max);
         // The API layer exactly as rosterd builds it, on a drifting clock,
         // forwarding through the simulated network.
         let dial = Dial::new(SimDialer {
@@ -594,6 +599,7 @@ async fn monitor(shared: Arc<Shared>, disk: SimDisk, id: NodeId, incarnation: u6
             if applied.index >= from {
                 for entry in disk.live_entries(from, applied.index) {
                     check_committed(&shared, &who, &entry);
+                    note_renewals(&shared, &entry);
                 }
                 shared.record(&who, format!("applied {}-{}", applied.leader_id.term, applied.index));
             }
@@ -601,6 +607,23 @@ async fn monitor(shared: Arc<Shared>, disk: SimDisk, id: NodeId, incarnation: u6
         }
         if rx.changed().await.is_err() {
             return;
+        }
+    }
+}
+
+/// Records when renewals of each lease were first applied anywhere (about
+/// when they committed), for the dead-lease bound.
+fn note_renewals(shared: &Shared, entry: &Entry) {
+    if let openraft::EntryPayload::Normal(Command {
+        op: Op::LeaseRenew(renew),
+        ..
+    }) = &entry.payload
+    {
+        let now = Instant::now();
+        let mut c = shared.checker();
+        for id in &renew.ids {
+            let at = c.renewed.entry((*id, entry.log_id.index)).or_insert(now);
+            *at = (*at).min(now);
         }
     }
 }
@@ -728,7 +751,11 @@ async fn run_cluster(cfg: SimConfig, trace: SharedTrace) -> SimReport {
     // The fault schedule.
     let mut rng = SimRng::derive(cfg.seed, 0xfa17);
     let end = start + cfg.duration;
-    let max_down = (cfg.nodes - 1) / 2;
+    // Members removed by membership faults (re-added later or at healing),
+    // and the change in flight.
+    let removed: Arc<Mutex<BTreeSet<NodeId>>> = Arc::new(Mutex::new(BTreeSet::new()));
+    let mut membership_task: Option<tokio::task::JoinHandle<()>> = None;
+    let admin = work.client(CLIENT_BASE - 3, Clock::real()).await;
     let mut restarts: BTreeMap<Instant, Vec<NodeId>> = BTreeMap::new();
     let mut next_fault = start + Duration::from_millis(rng.range(1_000, 4_000));
     let mut faults_drawn = 0usize;
@@ -751,10 +778,16 @@ async fn run_cluster(cfg: SimConfig, trace: SharedTrace) -> SimReport {
         }
         let down: BTreeSet<NodeId> = restarts.values().flatten().copied().collect();
         let ids = cluster.ids();
+        let removed_now: BTreeSet<NodeId> = removed.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let changing = membership_task
+            .as_ref()
+            .is_some_and(|t: &tokio::task::JoinHandle<()>| !t.is_finished());
+        // Crashes allowed: a minority of the current voters.
+        let max_down = (cfg.nodes - removed_now.len()).saturating_sub(1) / 2;
         // Each fault has an index and its own random stream, so leaving
         // some out (shrinking, `keep_faults`) changes nothing else about
         // the schedule: times and kinds come from `rng`, drawn every time.
-        let kind = rng.below(11);
+        let kind = rng.below(14);
         let index = faults_drawn;
         faults_drawn += 1;
         if cfg.keep_faults.as_ref().is_some_and(|keep| !keep.contains(&index)) {
@@ -832,15 +865,93 @@ async fn run_cluster(cfg: SimConfig, trace: SharedTrace) -> SimReport {
                 shared.net.heal();
                 shared.record("FLT", "heal links");
             }
-            0 | 1 | 5 | 6 => {
+            11 => {
+                // One way only: `a` cannot reach `b`, `b` still reaches `a`
+                // (the leader half the time, either side).
+                let a = match find_leader(&shared.net) {
+                    Some((leader, _)) if frng.chance(0.5) => leader,
+                    _ => ids[frng.below(ids.len() as u64) as usize],
+                };
+                let others: Vec<NodeId> = ids.iter().copied().filter(|i| *i != a).collect();
+                let b = others[frng.below(others.len() as u64) as usize];
+                let (from, to) = if frng.chance(0.5) { (a, b) } else { (b, a) };
+                shared.net.heal();
+                shared.net.cut_one_way(from, to);
+                shared.checker().stats.partitions += 1;
+                shared.record("FLT", format!("one-way cut n{from} -> n{to}"));
+            }
+            12 => {
+                // A bridge: two sides that cannot reach each other, and one
+                // node that reaches both.
+                let mut shuffled = ids.clone();
+                for i in (1..shuffled.len()).rev() {
+                    let j = frng.below(i as u64 + 1) as usize;
+                    shuffled.swap(i, j);
+                }
+                let bridge = shuffled[0];
+                let rest = &shuffled[1..];
+                let cut = frng.range(1, rest.len() as u64 - 1).max(1) as usize;
+                let (a, b) = rest.split_at(cut.min(rest.len() - 1));
+                shared.net.heal();
+                shared.net.split(a, b);
+                shared.checker().stats.partitions += 1;
+                shared.record("FLT", format!("bridge n{bridge} between {a:?} and {b:?}"));
+            }
+            13 if !changing && down.is_empty() => {
+                // A membership change through the real API while faults go
+                // on: remove a member (the leader now and then), or add a
+                // removed one back (learner, then voter).
+                let admin = admin.clone();
+                let removed = removed.clone();
+                let trace = trace.clone();
+                let net = shared.net.clone();
+                let back = removed_now.iter().next().copied();
+                let victim = match find_leader(&shared.net) {
+                    Some((leader, _)) if frng.chance(0.3) => leader,
+                    _ => ids[frng.below(ids.len() as u64) as usize],
+                };
+                shared.record(
+                    "FLT",
+                    match back {
+                        Some(id) => format!("membership: add n{id} back"),
+                        None => format!("membership: remove n{victim}"),
+                    },
+                );
+                let n = cfg.nodes;
+                membership_task = Some(tokio::spawn(async move {
+                    let outcome = match back {
+                        Some(id) => readd(&admin, id).await,
+                        None => admin.member_remove(victim).await.map(|_| ()).map_err(|e| e.to_string()),
+                    };
+                    // A failed call may still have changed the membership
+                    // (its outcome is unknown): ask the leader.
+                    let ids: Vec<NodeId> = (1..=n as NodeId).collect();
+                    if let Some(now_removed) = non_voters(&net, &ids) {
+                        *removed.lock().unwrap_or_else(|p| p.into_inner()) = now_removed;
+                    } else if outcome.is_ok() {
+                        let mut removed = removed.lock().unwrap_or_else(|p| p.into_inner());
+                        match back {
+                            Some(id) => removed.remove(&id),
+                            None => removed.insert(victim),
+                        };
+                    }
+                    trace::record(&trace, "FLT", format!("membership change done: {outcome:?}"));
+                }));
+            }
+            0 | 1 | 5 | 6 | 13 => {
                 let loss = [0.0, 0.0, 0.01, 0.05, 0.2][frng.below(5) as usize];
+                let dup = [0.0, 0.0, 0.01, 0.05][frng.below(4) as usize];
                 let max_us = [2_000, 5_000, 20_000, 80_000][frng.below(4) as usize];
                 {
                     let mut n = shared.net.lock();
                     n.loss = loss;
+                    n.dup = dup;
                     n.delay_max_us = max_us;
                 }
-                shared.record("FLT", format!("loss={loss} delay=0.2..{}ms", max_us / 1000));
+                shared.record(
+                    "FLT",
+                    format!("loss={loss} duplicates={dup} delay=0.2..{}ms", max_us / 1000),
+                );
             }
             7 => {
                 // A client process dies: its lease must end within the bound.
@@ -866,6 +977,21 @@ async fn run_cluster(cfg: SimConfig, trace: SharedTrace) -> SimReport {
                 }
                 actors.push(spawn_actor(&work, &shared, next_actor).await);
                 next_actor += 1;
+                // Half the time the leader then dies too, while the dead
+                // client's lease runs: where a new leader must resume the
+                // lease from the committed remaining TTL.
+                if let Some((_, ttl)) = held.filter(|_| down.len() < max_down && frng.chance(0.5)) {
+                    // Late in the TTL: a new leader that restarted the lease
+                    // at full TTL would then keep it well past the bound.
+                    let late = (ttl.as_millis() as u64 * 4 / 5).max(1_001);
+                    tokio::time::sleep(Duration::from_millis(frng.range(1_000, late))).await;
+                    if let Some((leader, _)) = find_leader(&shared.net) {
+                        shared.record("FLT", format!("and the leader n{leader} crashes"));
+                        cluster.crash(leader);
+                        let back = Instant::now() + Duration::from_millis(frng.range(300, 3_000));
+                        restarts.entry(back).or_default().push(leader);
+                    }
+                }
             }
             8 => {
                 let actor = &actors[frng.below(actors.len() as u64) as usize];
@@ -926,9 +1052,39 @@ async fn run_cluster(cfg: SimConfig, trace: SharedTrace) -> SimReport {
         n.delay_max_us = 5_000;
     }
     shared.net.resume_all();
+    {
+        let mut n = shared.net.lock();
+        n.dup = 0.0;
+    }
     shared.record("FLT", "heal everything");
     for id in restarts.into_values().flatten() {
         cluster.start(id).await;
+    }
+    // Finish the membership change in flight and add removed members back,
+    // so that every node can converge.
+    if let Some(t) = membership_task.take() {
+        let _ = t.await;
+    }
+    // Whatever the bookkeeping says, the leader's view decides who is back.
+    let mut to_readd: BTreeSet<NodeId> = removed.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let until = Instant::now() + HEAL_BOUND;
+    while Instant::now() < until {
+        if let Some(now_removed) = non_voters(&shared.net, &cluster.ids()) {
+            to_readd = now_removed;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for id in to_readd {
+        let until = Instant::now() + HEAL_BOUND;
+        loop {
+            let outcome = readd(&admin, id).await;
+            shared.record("SIM", format!("add n{id} back after healing: {outcome:?}"));
+            if outcome.is_ok() || Instant::now() >= until {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
     }
     let converged = converge(&cluster).await;
     if converged {
@@ -963,7 +1119,7 @@ async fn run_cluster(cfg: SimConfig, trace: SharedTrace) -> SimReport {
     watch_task.abort();
     if converged {
         final_checks(&cluster);
-        workload_checks(&cluster, &work, &watch_log);
+        workload_checks(&cluster, &work, &watch_log, start);
     } else {
         shared.violate(
             "liveness-after-heal",
@@ -1020,9 +1176,20 @@ async fn run_cluster(cfg: SimConfig, trace: SharedTrace) -> SimReport {
 }
 
 /// Checks on what the workload did, against the replicated history.
-fn workload_checks(cluster: &Cluster, work: &Work, watch_log: &Mutex<WatchLog>) {
+fn workload_checks(cluster: &Cluster, work: &Work, watch_log: &Mutex<WatchLog>, start_of_run: Instant) {
     let shared = &cluster.shared;
-    let Some((leader, e)) = find_leader(&shared.net) else {
+    // The history from the node that applied the most (the leader may apply
+    // a committed entry after a follower did, and the watcher may have been
+    // served by that follower).
+    let best = shared
+        .net
+        .lock()
+        .nodes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, e)| e.as_ref().map(|e| (i as NodeId + 1, e.clone())))
+        .max_by_key(|(_, e)| e.state.read().state.revision());
+    let Some((leader, e)) = best else {
         return;
     };
     let state = e.state.read();
@@ -1115,12 +1282,24 @@ fn workload_checks(cluster: &Cluster, work: &Work, watch_log: &Mutex<WatchLog>) 
     let now = Instant::now();
     for d in work.log().dead.iter() {
         let end = d.ended_at.unwrap_or(now);
-        let window: Vec<_> = samples.iter().filter(|s| s.0 >= d.died_at && s.0 <= end).collect();
+        // From the death, or from the commit of a renewal it sent before.
+        // From the death, or from the commit of a renewal the client sent
+        // before dying that committed after it (the lease then rightly lives
+        // a TTL from that commit: DESIGN rule 3).
+        let last_renewal = shared
+            .checker()
+            .renewed
+            .iter()
+            .filter(|((id, _), _)| *id == d.lease)
+            .map(|(_, at)| *at)
+            .max();
+        let from = last_renewal.map_or(d.died_at, |r| r.max(d.died_at));
+        let window: Vec<_> = samples.iter().filter(|s| s.0 >= from && s.0 <= end).collect();
         // A leader restarting in its term (openraft resumes it) is a new
         // tenure too: its keeper starts again from the last checkpoint.
-        let changes = tenures.iter().filter(|t| **t > d.died_at && **t <= end).count() as u32;
+        let changes = tenures.iter().filter(|t| **t > from && **t <= end).count() as u32;
         let mut stalled = Duration::ZERO;
-        let mut last_progress = d.died_at;
+        let mut last_progress = from;
         let mut last_commit = window.first().map_or(0, |s| s.1);
         // A working leader commits at least a checkpoint a second: a longer
         // gap is time without one, counted whole.
@@ -1135,12 +1314,12 @@ fn workload_checks(cluster: &Cluster, work: &Work, watch_log: &Mutex<WatchLog>) 
         stalled += no_leader(end - last_progress);
         let bound =
             d.ttl.div_f64(1.0 - shared.rho) + CHECKPOINT_EVERY * changes + stalled + Duration::from_millis(1_500);
-        let took = end - d.died_at;
+        let took = end - from;
         if took > bound {
             findings.push((
                 "dead-lease-bound",
                 format!(
-                    "lease {:x} of dead client c{} (TTL {:?}) {} {:?} after the client died; bound {:?} ({} leader changes, {:?} without commits)",
+                    "lease {:x} of dead client c{} (TTL {:?}) {} {:?} after the client died (or its last renewal committed); bound {:?} ({} leader changes, {:?} without commits)",
                     d.lease,
                     d.client,
                     d.ttl,
@@ -1149,6 +1328,15 @@ fn workload_checks(cluster: &Cluster, work: &Work, watch_log: &Mutex<WatchLog>) 
                     bound,
                     changes,
                     stalled
+                ) + &format!(
+                    "; renewals applied at {:?}",
+                    shared
+                        .checker()
+                        .renewed
+                        .iter()
+                        .filter(|((id, _), _)| *id == d.lease)
+                        .map(|((_, index), at)| (*index, (*at - start_of_run).as_millis()))
+                        .collect::<Vec<_>>()
                 ),
             ));
         }
@@ -1156,6 +1344,40 @@ fn workload_checks(cluster: &Cluster, work: &Work, watch_log: &Mutex<WatchLog>) 
     for (rule, detail) in findings {
         shared.violate(rule, detail);
     }
+}
+
+/// The nodes among `ids` that are not voters of the newest membership any
+/// node knows (by log id): its last configuration, also while a joint one is
+/// in place (a change cut short by a leader change stays joint until the
+/// next change, which adding a node back is). Not the leader's view: a
+/// leader that removed itself may still believe it leads. `None` while no
+/// node runs.
+fn non_voters(net: &Net, ids: &[NodeId]) -> Option<BTreeSet<NodeId>> {
+    let newest = net
+        .lock()
+        .nodes
+        .iter()
+        .flatten()
+        .map(|e| e.raft.metrics().borrow().membership_config.clone())
+        .max_by_key(|m| *m.log_id())?;
+    let target = newest
+        .membership()
+        .get_joint_config()
+        .last()
+        .cloned()
+        .unwrap_or_default();
+    Some(ids.iter().copied().filter(|i| !target.contains(i)).collect())
+}
+
+/// Adds removed member `id` back: as a learner, then as a voter.
+async fn readd(admin: &roster_client::Client, id: NodeId) -> Result<(), String> {
+    match admin.member_add(id, node_addr(id)).await {
+        Ok(_) => {}
+        // Already a learner from an earlier attempt.
+        Err(e) if e.code() == tonic::Code::AlreadyExists => {}
+        Err(e) => return Err(e.to_string()),
+    }
+    admin.member_promote(id).await.map(|_| ()).map_err(|e| e.to_string())
 }
 
 /// Waits until a leader commits a marker write and every node applied it.

@@ -14,6 +14,7 @@ pub mod disk;
 pub mod log_store;
 pub mod network;
 pub mod state_machine;
+pub mod unstick;
 
 use std::io::Cursor;
 use std::time::Duration;
