@@ -17,6 +17,7 @@ compile_error!(
 
 pub mod conn;
 pub mod disk;
+pub mod faults;
 pub mod history;
 pub mod linearizability;
 pub mod logs;

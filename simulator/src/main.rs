@@ -27,9 +27,15 @@ struct Args {
     /// Concurrent clients.
     #[arg(long, default_value_t = 3)]
     clients: usize,
-    /// No crashes, partitions, loss or extra delay.
+    /// No faults at all (same as `--faults none`).
     #[arg(long)]
     no_faults: bool,
+    /// The kinds of fault to inject: `all` (default), `none`, or a list such
+    /// as `crash,partition,loss` or `all,-membership`. Kinds: crash,
+    /// power-loss, partition, one-way, bridge, loss, duplicate, delay, pause,
+    /// membership, client-kill, client-cut, holder-pause, clock.
+    #[arg(long, default_value = "all", value_parser = roster_simulator::faults::parse)]
+    faults: BTreeSet<roster_simulator::faults::Fault>,
     /// Plant a bug, to see the checkers catch it (see the README for the list).
     #[arg(long, value_parser = parse_bug)]
     bug: Option<Bug>,
@@ -192,6 +198,7 @@ fn main() -> ExitCode {
         clock_jumps: args.clock_jumps,
         log: args.log.clone(),
         keep_faults: args.keep_faults.clone(),
+        fault_kinds: args.faults.clone(),
     };
     match (args.seed, &args.seeds) {
         (Some(seed), _) => {

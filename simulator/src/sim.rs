@@ -28,6 +28,7 @@ use roster_server::api::lease_keeper::CHECKPOINT_EVERY;
 
 use crate::conn::SimDialer;
 use crate::disk::SimDisk;
+use crate::faults::Fault;
 use crate::history::{check_fencing, check_watch, check_writes, fingerprint_pb, History};
 use crate::linearizability as lin;
 use crate::net::{Endpoint, Net, NetFactory};
@@ -77,6 +78,8 @@ pub struct SimConfig {
     /// numbered in schedule order; the rest of the schedule does not move
     /// when some are left out. What shrinking varies.
     pub keep_faults: Option<BTreeSet<usize>>,
+    /// The kinds of fault this run may inject (`faults = false` is none).
+    pub fault_kinds: BTreeSet<Fault>,
 }
 
 /// Bugs the simulator can plant, to show that the checkers catch them.
@@ -139,6 +142,7 @@ impl Default for SimConfig {
             clock_jumps: false,
             log: None,
             keep_faults: None,
+            fault_kinds: Fault::all(),
         }
     }
 }
@@ -731,7 +735,7 @@ async fn run_cluster(cfg: SimConfig, trace: SharedTrace) -> SimReport {
             } else {
                 cfg.rho
             },
-            pauses: cfg.faults,
+            pauses: cfg.faults && cfg.fault_kinds.contains(&Fault::HolderPause),
         },
         trace.clone(),
     );
@@ -792,6 +796,24 @@ async fn run_cluster(cfg: SimConfig, trace: SharedTrace) -> SimReport {
         faults_drawn += 1;
         if cfg.keep_faults.as_ref().is_some_and(|keep| !keep.contains(&index)) {
             shared.record("FLT", format!("#{index} left out"));
+            continue;
+        }
+        let category = match kind {
+            0 | 1 => Some(Fault::Crash),
+            2 | 3 => Some(Fault::Partition),
+            6 => Some(Fault::PowerLoss),
+            7 => Some(Fault::ClientKill),
+            8 => Some(Fault::ClientCut),
+            9 => Some(Fault::Pause),
+            10 => Some(Fault::Clock),
+            11 => Some(Fault::OneWay),
+            12 => Some(Fault::Bridge),
+            13 => Some(Fault::Membership),
+            // Healing and network conditions (their parts checked below).
+            _ => None,
+        };
+        if let Some(c) = category.filter(|c| !cfg.fault_kinds.contains(c)) {
+            shared.record("FLT", format!("#{index} left out ({c} is off)"));
             continue;
         }
         let mut frng = SimRng::derive(cfg.seed, 0xfa17_0000 + index as u64);
@@ -939,9 +961,13 @@ async fn run_cluster(cfg: SimConfig, trace: SharedTrace) -> SimReport {
                 }));
             }
             0 | 1 | 5 | 6 | 13 => {
+                let on = |f: Fault| cfg.fault_kinds.contains(&f);
                 let loss = [0.0, 0.0, 0.01, 0.05, 0.2][frng.below(5) as usize];
                 let dup = [0.0, 0.0, 0.01, 0.05][frng.below(4) as usize];
                 let max_us = [2_000, 5_000, 20_000, 80_000][frng.below(4) as usize];
+                let loss = if on(Fault::Loss) { loss } else { 0.0 };
+                let dup = if on(Fault::Duplicate) { dup } else { 0.0 };
+                let max_us = if on(Fault::Delay) { max_us } else { 5_000 };
                 {
                     let mut n = shared.net.lock();
                     n.loss = loss;
@@ -980,7 +1006,8 @@ async fn run_cluster(cfg: SimConfig, trace: SharedTrace) -> SimReport {
                 // Half the time the leader then dies too, while the dead
                 // client's lease runs: where a new leader must resume the
                 // lease from the committed remaining TTL.
-                if let Some((_, ttl)) = held.filter(|_| down.len() < max_down && frng.chance(0.5)) {
+                let crash_ok = cfg.fault_kinds.contains(&Fault::Crash) && down.len() < max_down;
+                if let Some((_, ttl)) = held.filter(|_| crash_ok && frng.chance(0.5)) {
                     // Late in the TTL: a new leader that restarted the lease
                     // at full TTL would then keep it well past the bound.
                     let late = (ttl.as_millis() as u64 * 4 / 5).max(1_001);
