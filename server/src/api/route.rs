@@ -217,10 +217,18 @@ impl NodeContext {
         }
     }
 
+    /// For membership changes: this node leads, in the Leader state, and is
+    /// still a voter. A leader that has just committed its own removal keeps
+    /// believing it leads for a moment; openraft 0.9 must not be asked to
+    /// change membership then (it asserts in debug builds, found by the
+    /// simulator: seed 16), so the change goes to the next leader instead.
     fn ensure_local_leader(&self) -> Result<(), RouteError> {
         let m = self.metrics();
-        if m.current_leader == Some(self.id) {
+        let voter = m.membership_config.membership().voter_ids().any(|v| v == self.id);
+        if m.current_leader == Some(self.id) && m.state == openraft::ServerState::Leader && voter {
             Ok(())
+        } else if m.current_leader == Some(self.id) {
+            Err(RouteError::NotLeader { leader: None })
         } else {
             Err(RouteError::NotLeader {
                 leader: m.current_leader.and_then(|l| self.member_addr(l).map(|a| (l, a))),
