@@ -184,17 +184,18 @@ async fn run(args: RunArgs, json: bool) -> Result<()> {
     } else {
         args.workloads.clone()
     };
+    // Both systems unless asked otherwise: a build without the etcd driver
+    // fails below rather than quietly measuring Roster alone.
     let systems = if args.systems.is_empty() {
-        if cfg!(feature = "etcd") {
-            vec![System::Roster, System::Etcd]
-        } else {
-            vec![System::Roster]
-        }
+        vec![System::Roster, System::Etcd]
     } else {
         args.systems.clone()
     };
     if systems.contains(&System::Etcd) && !cfg!(feature = "etcd") {
-        bail!("this roster-bench was built without the `etcd` feature; rebuild with --features etcd");
+        bail!(
+            "this roster-bench was built without the `etcd` feature: rebuild with --features etcd, \
+             or pass --systems roster to measure Roster alone"
+        );
     }
     let rosterd = match &args.rosterd {
         Some(p) => p.clone(),
