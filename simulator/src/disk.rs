@@ -5,8 +5,8 @@
 //! unsynced operations. A simulated fsync (a seeded delay on the paused tokio
 //! clock) makes every operation journaled before it started durable. The log
 //! store reports an append done only after such a sync covers it, and
-//! `save_vote` / `save_committed` / snapshot saves return only after theirs,
-//! exactly like the sled store. A crash keeps the durable state plus a
+//! `save_vote` and snapshot saves return only after theirs, exactly like
+//! rosterd's store; the commit marker, as there, waits for the next sync. A crash keeps the durable state plus a
 //! random prefix of the unsynced journal (a torn tail, as a real disk may
 //! have written some of it), bumps the incarnation, and silently discards
 //! whatever the crashed incarnation still does.
@@ -21,7 +21,7 @@ use std::time::Duration;
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{LogState, OptionalSend, RaftLogReader};
 use roster_server::raft::state_machine::{SnapshotSave, SnapshotStore};
-use roster_server::raft::{Entry, LogId, SnapshotMeta, StorageError, TypeConfig, Vote};
+use roster_server::raft::{vote_on_restart, Entry, LogId, NodeId, SnapshotMeta, StorageError, TypeConfig, Vote};
 use tokio::sync::mpsc;
 
 use crate::rng::SimRng;
@@ -184,7 +184,7 @@ impl SimDisk {
 
     /// The log store and the snapshot store of the current incarnation.
     /// Starts the log flusher task on the current runtime.
-    pub fn open(&self) -> (SimLogStore, SimSnapshots) {
+    pub fn open(&self, node_id: NodeId) -> (SimLogStore, SimSnapshots) {
         let incarnation = self.incarnation();
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(flusher(self.clone(), incarnation, rx));
@@ -192,6 +192,7 @@ impl SimDisk {
             SimLogStore {
                 disk: self.clone(),
                 incarnation,
+                node_id,
                 flusher: tx,
             },
             SimSnapshots {
@@ -227,7 +228,7 @@ impl SimDisk {
     }
 }
 
-/// Group commit, as the sled store's flusher: one sync for every callback
+/// Group commit, as rosterd's log writer: one sync for every callback
 /// waiting at that moment, then the callbacks in order.
 async fn flusher(disk: SimDisk, incarnation: u64, mut rx: mpsc::UnboundedReceiver<LogFlushed<TypeConfig>>) {
     let mut batch = Vec::new();
@@ -256,6 +257,7 @@ async fn flusher(disk: SimDisk, incarnation: u64, mut rx: mpsc::UnboundedReceive
 pub struct SimLogStore {
     disk: SimDisk,
     incarnation: u64,
+    node_id: NodeId,
     flusher: mpsc::UnboundedSender<LogFlushed<TypeConfig>>,
 }
 
@@ -309,14 +311,12 @@ impl RaftLogStorage<TypeConfig> for SimLogStore {
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
-        Ok(self.disk.lock().live.vote)
+        Ok(self.disk.lock().live.vote.map(|v| vote_on_restart(v, self.node_id)))
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+        // As rosterd's log: durable with the next sync, not on its own.
         self.disk.write(self.incarnation, Write::Committed(committed));
-        if !self.disk.acks_before_sync() {
-            self.disk.sync(self.incarnation).await;
-        }
         Ok(())
     }
 
@@ -398,7 +398,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn crash_loses_only_unsynced_writes() {
         let disk = SimDisk::new(SimRng::new(1), 2_000, false);
-        let (mut log, _snap) = disk.open();
+        let (mut log, _snap) = disk.open(1);
         let vote = Vote::new(3, 1);
         log.save_vote(&vote).await.unwrap();
         assert_eq!(disk.durable().vote, Some(vote));

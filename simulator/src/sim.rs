@@ -463,7 +463,7 @@ impl Cluster {
     async fn start(&self, id: NodeId) {
         let disk = &self.disks[(id - 1) as usize];
         let incarnation = disk.incarnation();
-        let (log, snapshots) = disk.open();
+        let (log, snapshots) = disk.open(id);
         let state = StateMachineStore::with_snapshot_store(Arc::new(snapshots)).expect("restoring the snapshot");
         let network = NetFactory {
             net: self.shared.net.clone(),

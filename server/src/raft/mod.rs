@@ -1,5 +1,5 @@
-//! openraft wiring: the type configuration, durable storage in sled, and the
-//! peer transport over tonic.
+//! openraft wiring: the type configuration, durable storage (a segment log
+//! and a snapshot file), and the peer transport over tonic.
 //!
 //! Everything here sits behind openraft's traits (`RaftLogStorage`,
 //! `RaftStateMachine`, `RaftNetworkFactory`), so the simulator can swap the
@@ -11,10 +11,13 @@
 
 pub mod codec;
 pub mod disk;
+pub mod files;
 pub mod log_store;
 pub mod network;
+pub mod snapshot_file;
 pub mod state_machine;
 pub mod unstick;
+pub mod wal;
 
 use std::io::Cursor;
 use std::time::Duration;
@@ -113,6 +116,26 @@ impl openraft::AsyncRuntime for RosterRuntime {
         T: openraft::OptionalSend,
     {
         Tokio::oneshot()
+    }
+}
+
+/// The vote a restarted node resumes with: the stored one, except that a
+/// vote for itself is no longer marked committed.
+///
+/// openraft 0.9 restarts a node whose stored vote is its own committed one
+/// as leader of the same term, without a new blank entry; its read index is
+/// then max(its first entry of that term, the stored commit marker). The
+/// marker is not synced on its own (see [`wal`]), so after a crash it can be
+/// older than writes already acknowledged, and linearizable reads would miss
+/// them. With the vote uncommitted the node starts as a follower and can
+/// lead again only by winning a new term, whose blank entry, once committed,
+/// covers every acknowledged write. The vote still binds the node to its
+/// term: it grants no other candidate a vote in it.
+pub fn vote_on_restart(vote: Vote, me: NodeId) -> Vote {
+    if vote.is_committed() && vote.leader_id().voted_for() == Some(me) {
+        Vote::new(vote.leader_id().get_term(), me)
+    } else {
+        vote
     }
 }
 

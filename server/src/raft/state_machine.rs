@@ -1,10 +1,11 @@
 //! Adapts the pure [`State`](crate::state::State) to openraft's
 //! `RaftStateMachine`, and keeps the latest snapshot in a [`SnapshotStore`]:
-//! sled ([`SledSnapshots`]) in rosterd, a simulated disk in the simulator.
+//! a file ([`super::snapshot_file::FileSnapshots`]) in rosterd, a simulated
+//! disk in the simulator.
 //!
 //! The state lives in memory. On restart it is rebuilt from the last
-//! snapshot, and openraft re-applies the committed log after it (the log
-//! store persists the commit point). Snapshots are what make that bounded:
+//! snapshot, and openraft re-applies the committed log after it (as far as
+//! the log store's commit marker says; the rest once the leader tells). Snapshots are what make that bounded:
 //! one is built every `snapshot_every` entries, and the log before it is
 //! purged.
 
@@ -16,7 +17,6 @@ use std::sync::{Arc, RwLock, RwLockReadGuard};
 use openraft::storage::RaftStateMachine;
 use openraft::{AnyError, EntryPayload, OptionalSend, RaftSnapshotBuilder, StorageIOError};
 use serde::{Deserialize, Serialize};
-use sled::transaction::{ConflictableTransactionError, TransactionError};
 use tokio::sync::watch;
 
 use super::codec;
@@ -24,9 +24,6 @@ use super::disk::Disk;
 use super::{Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 use crate::state::command::Response;
 use crate::state::State;
-
-pub(crate) const KEY_SNAPSHOT_META: &[u8] = b"meta";
-const KEY_SNAPSHOT_DATA: &[u8] = b"data";
 
 /// What a snapshot carries besides the state itself.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -57,7 +54,7 @@ pub struct StateMachineStore {
 impl StateMachineStore {
     /// Opens the store, restoring the last snapshot from `disk` if any.
     pub fn open(disk: Disk) -> Result<Self, StorageError> {
-        Self::with_snapshot_store(Arc::new(SledSnapshots::new(disk)))
+        Self::with_snapshot_store(disk.snapshots)
     }
 
     /// Opens the store over any snapshot store, restoring its snapshot if
@@ -123,74 +120,6 @@ pub trait SnapshotStore: Send + Sync + 'static {
     /// write keeps disk and openraft in step. The check and the write must
     /// be atomic, so two writers cannot interleave between them.
     fn save<'a>(&'a self, meta: &'a SnapshotMeta, data: &'a [u8]) -> SnapshotSave<'a>;
-}
-
-/// The snapshot in rosterd's data dir: the `snapshot` tree of sled.
-pub struct SledSnapshots {
-    disk: Disk,
-}
-
-impl SledSnapshots {
-    pub fn new(disk: Disk) -> Self {
-        Self { disk }
-    }
-}
-
-impl SnapshotStore for SledSnapshots {
-    fn load_data(&self) -> Result<Option<Vec<u8>>, StorageError> {
-        let data = self
-            .disk
-            .snapshot
-            .get(KEY_SNAPSHOT_DATA)
-            .map_err(|e| StorageIOError::read_snapshot(None, AnyError::new(&e)))?;
-        Ok(data.map(|d| d.to_vec()))
-    }
-
-    fn load(&self) -> Result<Option<(SnapshotMeta, Vec<u8>)>, StorageError> {
-        let err = |e: String| StorageError::from(StorageIOError::read_snapshot(None, AnyError::error(e)));
-        // Both keys in one transaction (see the trait).
-        let (meta, data) = self
-            .disk
-            .snapshot
-            .transaction(|tx| Ok((tx.get(KEY_SNAPSHOT_META)?, tx.get(KEY_SNAPSHOT_DATA)?)))
-            .map_err(|e: TransactionError<String>| err(e.to_string()))?;
-        match (meta, data) {
-            (Some(meta), Some(data)) => {
-                let meta: SnapshotMeta = codec::decode("snapshot meta", &meta).map_err(|e| err(e.to_string()))?;
-                Ok(Some((meta, data.to_vec())))
-            }
-            _ => Ok(None),
-        }
-    }
-
-    fn save<'a>(&'a self, meta: &'a SnapshotMeta, data: &'a [u8]) -> SnapshotSave<'a> {
-        Box::pin(async move {
-            let signature = Some(meta.signature());
-            let err = |e: &dyn std::fmt::Display| {
-                StorageIOError::write_snapshot(signature.clone(), AnyError::error(e.to_string()))
-            };
-            let meta_bytes = sled::IVec::from(codec::encode("snapshot meta", meta).map_err(|e| err(&e))?);
-            let data = sled::IVec::from(data);
-            // The check and the write are one sled transaction.
-            self.disk
-                .snapshot
-                .transaction(|tx| {
-                    if let Some(stored) = tx.get(KEY_SNAPSHOT_META)? {
-                        let stored: SnapshotMeta = codec::decode("snapshot meta", &stored)
-                            .map_err(|e| ConflictableTransactionError::Abort(e.to_string()))?;
-                        if stored.last_log_id > meta.last_log_id {
-                            return Ok(());
-                        }
-                    }
-                    tx.insert(KEY_SNAPSHOT_META, meta_bytes.clone())?;
-                    tx.insert(KEY_SNAPSHOT_DATA, data.clone())?;
-                    Ok(())
-                })
-                .map_err(|e: TransactionError<String>| err(&e))?;
-            self.disk.flush().await.map_err(|e| err(&e))?;
-            Ok(())
-        })
-    }
 }
 
 fn decode_snapshot(bytes: &[u8]) -> Result<Applied, StorageError> {
