@@ -201,7 +201,14 @@ where
 
         let status = match tokio::time::timeout(budget, attempt(node.channel.clone(), budget)).await {
             Ok(Ok(response)) => {
-                endpoints.mark_good(target);
+                // A follower that answered by forwarding to the leader names
+                // it: start there next time (one hop less per write).
+                let next = response
+                    .metadata()
+                    .get(LEADER_HINT_METADATA)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|hint| endpoints.resolve_hint(hint));
+                endpoints.mark_good(next.unwrap_or(target));
                 return Ok(response.into_inner());
             }
             Ok(Err(status)) => normalize(status, budget),

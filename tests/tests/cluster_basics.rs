@@ -15,14 +15,34 @@ async fn elects_a_leader_and_accepts_writes_through_a_follower() {
     // A client that only knows a follower: the follower forwards the write.
     let client = client_for(vec![cluster.nodes[&follower].endpoint()], Duration::from_secs(5)).await;
     let put = client.put("greeting", "hello").await.expect("put through a follower");
-    let revision = put.header.expect("header").revision;
+    let header = put.header.expect("header");
+    assert_eq!(header.member_id, follower, "answered by the follower it was sent to");
+    let revision = header.revision;
     assert!(revision >= 1);
 
     // Linearizable read on the follower sees it at once (read index).
-    let got = client.get("greeting").await.expect("get").expect("key present");
+    let follower_only = client_for(vec![cluster.nodes[&follower].endpoint()], Duration::from_secs(5)).await;
+    let range = follower_only
+        .range(RangeRequest {
+            key: b"greeting".to_vec(),
+            ..Default::default()
+        })
+        .await
+        .expect("get on the follower");
+    assert_eq!(range.header.expect("header").member_id, follower);
+    let got = &range.kvs[0];
     assert_eq!(got.value, b"hello");
     assert_eq!(got.mod_revision, revision);
     assert_eq!(got.version, 1);
+
+    // The follower named the leader (`roster-leader`), so the client's next
+    // write goes there directly instead of being forwarded.
+    let again = client.put("greeting", "again").await.expect("second put");
+    assert_eq!(
+        again.header.expect("header").member_id,
+        leader,
+        "second write not sent to the leader"
+    );
 
     // Every node applies it; serializable reads from each node say so.
     for id in cluster.nodes.keys() {

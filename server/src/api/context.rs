@@ -79,8 +79,32 @@ impl NodeContext {
         self
     }
 
+    /// A copy of Raft's latest metrics. Off the hot paths: the copy holds
+    /// the membership and per-follower progress; see [`Self::with_metrics`].
     pub fn metrics(&self) -> RaftMetrics {
         self.raft.metrics().borrow().clone()
+    }
+
+    /// Reads Raft's latest metrics in place, without copying them.
+    pub fn with_metrics<R>(&self, read: impl FnOnce(&RaftMetrics) -> R) -> R {
+        read(&self.raft.metrics().borrow())
+    }
+
+    /// The current leader, if known.
+    pub fn current_leader(&self) -> Option<NodeId> {
+        self.with_metrics(|m| m.current_leader)
+    }
+
+    /// The address of the leader, when another node leads: a hint for
+    /// clients to send their next requests there (`roster-leader`).
+    pub fn leader_hint(&self) -> Option<String> {
+        self.with_metrics(|m| {
+            let leader = m.current_leader.filter(|&l| l != self.id)?;
+            m.membership_config
+                .membership()
+                .get_node(&leader)
+                .map(|n| n.addr.clone())
+        })
     }
 
     /// Records that a leader's AppendEntries (heartbeat or entries) arrived.
@@ -126,7 +150,6 @@ impl NodeContext {
 
     /// The address of member `id` in the current membership.
     pub fn member_addr(&self, id: NodeId) -> Option<String> {
-        let m = self.raft.metrics().borrow().membership_config.clone();
-        m.membership().get_node(&id).map(|n| n.addr.clone())
+        self.with_metrics(|m| m.membership_config.membership().get_node(&id).map(|n| n.addr.clone()))
     }
 }

@@ -111,7 +111,7 @@ async fn holds(
 }
 
 async fn health(State(ctx): State<NodeContext>) -> (StatusCode, Json<serde_json::Value>) {
-    let term = ctx.metrics().current_term;
+    let term = ctx.with_metrics(|m| m.current_term);
     match ctx.quorum_health() {
         Ok(leader) => (
             StatusCode::OK,

@@ -56,10 +56,13 @@ impl Kv for KvService {
             self.ctx.read_barrier(deadline).await?;
         }
         let result = self.ctx.state.read().state.range(&op);
-        Ok(Response::new(convert::range_response(
-            result,
-            self.header(serializable),
-        )))
+        let body = convert::range_response(result, self.header(serializable));
+        // Serializable reads are for spreading load: no hint to move.
+        Ok(if serializable {
+            Response::new(body)
+        } else {
+            common::hinted(&self.ctx, body)
+        })
     }
 
     async fn put(&self, request: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
@@ -69,7 +72,7 @@ impl Kv for KvService {
         let request_id = req.request_id;
         let op = Op::Put(convert::put_op(req));
         match self.write(deadline, op, request_id).await? {
-            Applied::Put(r) => Ok(Response::new(convert::put_response(r, self.header(false)))),
+            Applied::Put(r) => Ok(common::hinted(&self.ctx, convert::put_response(r, self.header(false)))),
             _ => Err(mismatch()),
         }
     }
@@ -81,7 +84,10 @@ impl Kv for KvService {
         let request_id = req.request_id;
         let op = Op::Delete(convert::delete_op(req));
         match self.write(deadline, op, request_id).await? {
-            Applied::Delete(r) => Ok(Response::new(convert::delete_response(r, self.header(false)))),
+            Applied::Delete(r) => Ok(common::hinted(
+                &self.ctx,
+                convert::delete_response(r, self.header(false)),
+            )),
             _ => Err(mismatch()),
         }
     }
@@ -93,7 +99,7 @@ impl Kv for KvService {
         let request_id = req.request_id;
         let op = Op::Txn(convert::txn_op(req)?);
         match self.write(deadline, op, request_id).await? {
-            Applied::Txn(r) => Ok(Response::new(convert::txn_response(r, self.header(false)))),
+            Applied::Txn(r) => Ok(common::hinted(&self.ctx, convert::txn_response(r, self.header(false)))),
             _ => Err(mismatch()),
         }
     }

@@ -83,9 +83,9 @@ impl Lease for LeaseService {
         request: Request<Streaming<pb::LeaseKeepAliveRequest>>,
     ) -> Result<Response<Self::KeepAliveStream>, Status> {
         // Refuse at once on a follower so the client moves to the leader.
-        let m = self.ctx.metrics();
-        if m.current_leader != Some(self.ctx.id) {
-            let leader = m.current_leader.and_then(|l| self.ctx.member_addr(l).map(|a| (l, a)));
+        let current = self.ctx.current_leader();
+        if current != Some(self.ctx.id) {
+            let leader = current.and_then(|l| self.ctx.member_addr(l).map(|a| (l, a)));
             return Err(RouteError::NotLeader { leader }.into());
         }
         let mut incoming = request.into_inner();

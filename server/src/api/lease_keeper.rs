@@ -186,7 +186,7 @@ impl Keeper {
     fn queue_renewal(&mut self, r: Renewal) {
         // While taking office the renewal waits (the next tick finishes
         // that); on a node that does not lead it is refused at once.
-        if self.leading.is_none() && self.ctx.metrics().current_leader != Some(self.ctx.id) {
+        if self.leading.is_none() && self.ctx.current_leader() != Some(self.ctx.id) {
             let _ = r.reply.send(Err(self.not_leader()));
             return;
         }
@@ -297,18 +297,20 @@ impl Keeper {
         let late = now.saturating_duration_since(self.last_tick + TICK);
         self.last_tick = now;
 
-        let m = self.ctx.metrics();
-        let leads = m.current_leader == Some(self.ctx.id) && m.state == openraft::ServerState::Leader;
+        let (leads, term) = self.ctx.with_metrics(|m| {
+            let leads = m.current_leader == Some(self.ctx.id) && m.state == openraft::ServerState::Leader;
+            (leads, m.current_term)
+        });
         if !leads {
             self.step_down();
             return;
         }
-        if self.leading != Some(m.current_term) {
+        if self.leading != Some(term) {
             // A new term of ours: forget the old timers but keep queued
             // renewals; they are proposed once in office.
             self.leading = None;
             self.leases.clear();
-            if !self.take_office(m.current_term).await {
+            if !self.take_office(term).await {
                 return;
             }
         }
@@ -362,7 +364,7 @@ impl Keeper {
         // start from a state that has applied them, or it would count fewer
         // renewals than the state and every expiry it proposes would be
         // refused (found by the simulator, 3 nodes, seed 172).
-        let in_log = self.ctx.metrics().last_log_index;
+        let in_log = self.ctx.with_metrics(|m| m.last_log_index);
         if let Err(e) = self.ctx.read_barrier(deadline).await {
             tracing::warn!("lease keeper: cannot confirm leadership yet: {e}");
             return false;

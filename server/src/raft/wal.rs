@@ -321,6 +321,8 @@ enum Job {
     Delete(Vec<u64>),
     /// Make everything so far durable, then tell `done`.
     Sync(oneshot::Sender<io::Result<()>>),
+    /// Finish what is queued and end the thread (the log is dropped).
+    Stop,
 }
 
 /// Who waits for a write.
@@ -368,6 +370,22 @@ pub struct Wal {
     shared: Arc<Mutex<Shared>>,
     jobs: mpsc::Sender<Job>,
     segment_bytes: u64,
+    writer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Wal {
+    /// Waits for the writer to finish what is queued, so that whoever opens
+    /// the directory next (a restart in the same process) never meets a
+    /// writer still creating or deleting segments.
+    fn drop(&mut self) {
+        if self.jobs.try_send(Job::Stop).is_ok() {
+            if let Some(writer) = self.writer.take() {
+                let _ = writer.join();
+            }
+        }
+        // Otherwise the queue is full: the writer drains it and ends when
+        // the sender is gone, right after this.
+    }
 }
 
 impl Wal {
@@ -435,7 +453,7 @@ impl Wal {
             pos: tail,
             shared: Arc::clone(&shared),
         };
-        std::thread::Builder::new()
+        let writer = std::thread::Builder::new()
             .name("roster-wal".into())
             .spawn(move || writer.run(rx))?;
         Ok(Wal {
@@ -443,6 +461,7 @@ impl Wal {
             shared,
             jobs,
             segment_bytes,
+            writer: Some(writer),
         })
     }
 
@@ -718,6 +737,7 @@ impl Writer {
         let mut waiting: Vec<Done> = Vec::new();
         let mut deletes: Vec<u64> = Vec::new();
         let mut failed: Option<String> = None;
+        let mut stop = false;
         while let Some(first) = rx.blocking_recv() {
             batch.push(first);
             while batch.len() < WRITER_QUEUE {
@@ -743,6 +763,7 @@ impl Writer {
                         waiting.push(Done::Waiter(tx));
                     }
                     Job::Delete(seqs) => deletes.extend(seqs),
+                    Job::Stop => stop = true,
                     Job::Rotate { seq, header } => {
                         if result.is_ok() {
                             result = self.rotate(seq, &header);
@@ -763,6 +784,9 @@ impl Writer {
             self.finish(&outcome, sync);
             for done in waiting.drain(..) {
                 done.tell(&outcome);
+            }
+            if stop {
+                return;
             }
         }
     }
