@@ -122,7 +122,7 @@ pub struct CrashReport {
 impl SimDisk {
     /// A disk whose syncs take `sync_min_us..=sync_max_us`. With
     /// `ack_before_sync` (a planted bug, to prove the checkers), appends are
-    /// reported durable, and votes and commit markers saved, before the sync.
+    /// reported durable, and votes saved, before the sync.
     pub fn new(mut rng: SimRng, sync_max_us: u64, ack_before_sync: bool) -> Self {
         let _ = rng.next_u64();
         Self {

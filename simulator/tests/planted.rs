@@ -25,7 +25,7 @@ fn first_caught(max: u64, cfg: impl Fn(u64) -> SimConfig) -> Option<(u64, Vec<&'
 }
 
 /// The checkers catch a planted durability bug (the disk acknowledges
-/// appends, votes and commit markers before syncing them) by a durability
+/// appends and votes before syncing them) by a durability
 /// rule within 100 seeds.
 #[test]
 fn planted_ack_before_sync_is_caught() {
