@@ -108,6 +108,7 @@ fn followers_campaign_within_the_election_range_after_the_leader_dies() {
     // openraft checks the election timer on a tick of 1.5 heartbeats.
     let tick = timing.heartbeat * 3 / 2;
     let (lo, hi) = (window.start.as_millis() as u64, (window.end + tick).as_millis() as u64);
+    let smaller_log = 2 * timing.openraft_election_timeouts().1;
     assert!(
         timing.election_min.as_millis() as u64 <= lo && hi <= (timing.election_max + tick).as_millis() as u64,
         "window {lo}..{hi} ms outside the configured range"
@@ -130,20 +131,24 @@ fn followers_campaign_within_the_election_range_after_the_leader_dies() {
         );
         let trace = report.full_trace.expect("full trace kept");
         for d in first_election_delays(&trace) {
+            // openraft 0.9 adds 2 × its max (`smaller_log_timeout`) to the
+            // next election of a node that once, as a candidate, saw a longer
+            // log, however long ago (say, losing the first election).
             assert!(
-                (lo..hi).contains(&d),
+                (lo..hi).contains(&d) || (lo + smaller_log..hi + smaller_log).contains(&d),
                 "seed {seed}: a follower campaigned {d} ms after the dead leader's last message, \
-                 outside {lo}..{hi} ms"
+                 outside {lo}..{hi} ms (or {smaller_log} ms later)"
             );
             delays.push(d);
         }
     }
     eprintln!("first-election delays (ms): {delays:?}");
-    // Enough leader crashes were measured for this to mean something.
+    // Enough leader crashes were measured in the window for this to mean
+    // something (the old mapping gave 3000..4150 ms).
+    let in_window = delays.iter().filter(|d| (lo..hi).contains(*d)).count();
     assert!(
-        delays.len() >= 5,
-        "only {} leader crashes measured: {delays:?}",
-        delays.len()
+        in_window >= 5,
+        "only {in_window} first elections in {lo}..{hi} ms: {delays:?}"
     );
 }
 
