@@ -5,12 +5,20 @@
 //! list). Entries are never removed, so an index stays valid for the life of
 //! the client. The "preferred" index is the endpoint that last answered; new
 //! calls start there.
+//!
+//! An endpoint that could not be connected to (its node is down, or cut off)
+//! is *down* for [`DOWN_HOLD`], or until it answers: rotation, new calls and
+//! leader hints pass it by while some other endpoint is not down, so that a
+//! dead node, typically the old leader that the followers keep naming until
+//! they elect another, does not cost a connection attempt (up to the connect
+//! timeout, when its host is gone) on every turn.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use roster_env::Dial;
+use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::error::Error;
@@ -18,6 +26,9 @@ use crate::error::Error;
 /// How many addresses learnt from leader hints are kept beyond the
 /// configured ones (a bound against a misbehaving server).
 const MAX_LEARNED_ENDPOINTS: usize = 16;
+
+/// How long an endpoint that could not be connected to is passed by.
+pub(crate) const DOWN_HOLD: Duration = Duration::from_secs(1);
 
 /// Largest message the client accepts (a range over many keys can exceed
 /// tonic's 4 MiB default).
@@ -108,6 +119,19 @@ pub(crate) struct ChannelSettings {
 pub(crate) struct Node {
     pub addr: Arc<str>,
     pub channel: Channel,
+    /// When a connection to it last failed, unless it answered since.
+    down_since: Arc<Mutex<Option<Instant>>>,
+}
+
+impl Node {
+    fn is_down(&self, now: Instant) -> bool {
+        let since = *self.down_since.lock().unwrap_or_else(PoisonError::into_inner);
+        since.is_some_and(|at| now.saturating_duration_since(at) < DOWN_HOLD)
+    }
+
+    fn set_down(&self, since: Option<Instant>) {
+        *self.down_since.lock().unwrap_or_else(PoisonError::into_inner) = since;
+    }
 }
 
 /// The endpoints of a client, shared by all its clones.
@@ -135,14 +159,42 @@ impl Endpoints {
         })
     }
 
-    /// Index of the endpoint a new call starts with.
+    /// Index of the endpoint that answered last.
     pub fn preferred(&self) -> usize {
         self.preferred.load(Ordering::Relaxed)
+    }
+
+    /// Index of the endpoint a new call starts with: the one that answered
+    /// last, unless it is down and another is not.
+    pub fn start(&self) -> usize {
+        let preferred = self.preferred();
+        if self.is_down(preferred) {
+            self.next_up(preferred)
+        } else {
+            preferred
+        }
     }
 
     /// Records that `index` answered, so the next call starts there.
     pub fn mark_good(&self, index: usize) {
         self.preferred.store(index, Ordering::Relaxed);
+        self.get(index).set_down(None);
+    }
+
+    /// Records that `index` could not be connected to.
+    pub fn mark_down(&self, index: usize) {
+        self.get(index).set_down(Some(Instant::now()));
+    }
+
+    /// Whether `index` could not be connected to within [`DOWN_HOLD`] and
+    /// has not answered since.
+    pub fn is_down(&self, index: usize) -> bool {
+        self.get(index).is_down(Instant::now())
+    }
+
+    /// How many endpoints there are (configured and learnt).
+    pub fn len(&self) -> usize {
+        self.nodes.read().unwrap_or_else(PoisonError::into_inner).len()
     }
 
     /// The endpoint at `index` (indices are never invalidated).
@@ -151,10 +203,16 @@ impl Endpoints {
         nodes[index % nodes.len()].clone()
     }
 
-    /// The endpoint after `index`, in rotation order.
-    pub fn next(&self, index: usize) -> usize {
-        let len = self.nodes.read().unwrap_or_else(PoisonError::into_inner).len();
-        (index + 1) % len
+    /// The first endpoint after `index`, in rotation order, that is not
+    /// down; simply the next one when every other one is.
+    pub fn next_up(&self, index: usize) -> usize {
+        let nodes = self.nodes.read().unwrap_or_else(PoisonError::into_inner);
+        let len = nodes.len();
+        let now = Instant::now();
+        (1..len)
+            .map(|step| (index + step) % len)
+            .find(|&i| !nodes[i].is_down(now))
+            .unwrap_or((index + 1) % len)
     }
 
     /// All addresses, configured ones first.
@@ -214,6 +272,7 @@ fn open(addr: &str, settings: &ChannelSettings) -> Result<Node, Error> {
     Ok(Node {
         addr: Arc::from(addr),
         channel: roster_env::dial::channel(&endpoint, addr, settings.dial.as_ref()),
+        down_since: Arc::default(),
     })
 }
 
@@ -270,14 +329,14 @@ mod tests {
         };
         let eps = Endpoints::new(&["a:1".into(), "b:2".into()], settings).unwrap();
         assert_eq!(eps.preferred(), 0);
-        assert_eq!(eps.next(0), 1);
-        assert_eq!(eps.next(1), 0);
+        assert_eq!(eps.next_up(0), 1);
+        assert_eq!(eps.next_up(1), 0);
         assert_eq!(eps.resolve_hint("http://b:2"), Some(1));
         assert_eq!(eps.resolve_hint("c:3"), Some(2));
         assert_eq!(eps.resolve_hint("c:3"), Some(2));
         assert_eq!(eps.resolve_hint("garbage"), None);
         assert_eq!(eps.addrs(), vec!["a:1", "b:2", "c:3"]);
-        assert_eq!(eps.next(2), 0);
+        assert_eq!(eps.next_up(2), 0);
         eps.mark_good(2);
         assert_eq!(eps.preferred(), 2);
         assert_eq!(&*eps.get(2).addr, "c:3");
@@ -285,5 +344,38 @@ mod tests {
             eps.resolve_hint(&format!("n{i}:1"));
         }
         assert_eq!(eps.addrs().len(), 2 + MAX_LEARNED_ENDPOINTS);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn down_endpoints_are_passed_by_for_a_while() {
+        let settings = ChannelSettings {
+            connect_timeout: Duration::from_secs(1),
+            keepalive_interval: None,
+            dial: None,
+        };
+        let eps = Endpoints::new(&["a:1".into(), "b:2".into(), "c:3".into()], settings).unwrap();
+        assert_eq!(eps.len(), 3);
+        assert_eq!((eps.next_up(0), eps.start()), (1, 0));
+        eps.mark_down(1);
+        assert!(eps.is_down(1) && !eps.is_down(0));
+        assert_eq!(eps.next_up(0), 2);
+        assert_eq!(eps.next_up(2), 0);
+        // The preferred endpoint went down: new calls start elsewhere.
+        eps.mark_good(1);
+        assert!(!eps.is_down(1), "an answer clears the mark");
+        eps.mark_down(1);
+        assert_eq!((eps.preferred(), eps.start()), (1, 2));
+        // Every other endpoint down too: plain rotation.
+        eps.mark_down(0);
+        eps.mark_down(2);
+        assert_eq!(eps.next_up(0), 1);
+        assert_eq!(eps.next_up(1), 2);
+        assert_eq!(eps.start(), 2);
+        // The mark lapses after DOWN_HOLD.
+        tokio::time::advance(DOWN_HOLD - Duration::from_millis(1)).await;
+        assert!(eps.is_down(1));
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(!eps.is_down(0) && !eps.is_down(1) && !eps.is_down(2));
+        assert_eq!((eps.next_up(0), eps.start()), (1, 1));
     }
 }

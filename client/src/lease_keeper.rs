@@ -20,7 +20,7 @@ use crate::client::Client;
 use crate::error::{code_name, Error};
 use crate::lease::lease;
 use crate::proto::{LeaseKeepAliveRequest, LeaseKeepAliveResponse, LeaseRevokeResponse};
-use crate::retry::{leader_hint, request, with_causes, Backoff, Idempotency};
+use crate::retry::{leader_hint, never_sent, request, with_causes, Idempotency, Pacer};
 
 /// Default maximum clock-rate drift ρ: 1 %.
 pub const DEFAULT_RHO: f64 = 0.01;
@@ -596,15 +596,11 @@ impl Client {
         let tracker = Tracker::new(id, ttl, sent, opts);
         let state = Arc::new(watch::Sender::new(tracker.state(self.clock().now())));
         let policy = self.policy();
-        let target = self.endpoint_set().preferred();
         let task = Task {
             client: self.clone(),
             state: Arc::clone(&state),
             tracker,
-            target,
-            cursor: target,
-            jumped_to_hint: false,
-            backoff: Backoff::new(policy.backoff_initial, policy.backoff_max),
+            pacer: Pacer::new(self.endpoint_set(), policy.backoff_initial, policy.backoff_max),
             // Open the stream at once.
             conn: Conn::Idle { at: self.clock().now() },
         };
@@ -800,12 +796,8 @@ struct Task {
     client: Client,
     state: Arc<watch::Sender<LeaseState>>,
     tracker: Tracker,
-    /// Endpoint of the current or next stream.
-    target: usize,
-    /// Round-robin position; leader hints move `target` but not this.
-    cursor: usize,
-    jumped_to_hint: bool,
-    backoff: Backoff,
+    /// Endpoint of the current or next stream, and the wait before it.
+    pacer: Pacer,
     conn: Conn,
 }
 
@@ -868,7 +860,7 @@ impl Task {
 
     /// Opens a stream to `target` with the first renewal already queued.
     fn open(&mut self) {
-        let node = self.client.endpoint_set().get(self.target);
+        let node = self.client.endpoint_set().get(self.pacer.target());
         let (tx, rx) = mpsc::channel(RENEWAL_QUEUE);
         // Read the clock before the renewal can possibly leave.
         let sent = self.client.clock().now();
@@ -925,29 +917,25 @@ impl Task {
             return self.failed(Status::internal("acknowledgement without a pending renewal"), false);
         };
         self.tracker.acknowledged(sent, Duration::from_millis(ack.ttl_ms));
-        self.backoff = {
-            let policy = self.client.policy();
-            Backoff::new(policy.backoff_initial, policy.backoff_max)
-        };
-        self.jumped_to_hint = false;
-        self.client.endpoint_set().mark_good(self.target);
+        self.pacer.succeeded();
+        self.client.endpoint_set().mark_good(self.pacer.target());
     }
 
     /// The stream failed: drop it (and its in-flight renewals) and schedule
-    /// the next one, on the hinted leader at once or on the next endpoint
-    /// after a backoff.
+    /// the next one, as the retry loop does ([`Pacer`]): on the hinted leader
+    /// at once, or on the next endpoint that is not down, after a backoff
+    /// unless this one could not even be connected to.
     fn failed(&mut self, status: Status, follow_hint: bool) {
+        let connected = !never_sent(&status);
         let status = with_causes(status);
         let endpoints = self.client.endpoint_set();
-        let endpoint = endpoints.get(self.target).addr;
+        let endpoint = endpoints.get(self.pacer.target()).addr;
         if status.code() == Code::NotFound {
             tracing::info!(lease = self.tracker.id, %endpoint, message = status.message(), "lease not found");
             return self.tracker.lose(LostReason::NotFound);
         }
         let hinted = if follow_hint {
-            leader_hint(&status)
-                .and_then(|hint| endpoints.resolve_hint(hint))
-                .filter(|&i| i != self.target)
+            leader_hint(&status).and_then(|hint| endpoints.resolve_hint(hint))
         } else {
             None
         };
@@ -959,28 +947,14 @@ impl Task {
             message = status.message(),
             "keepalive stream failed"
         );
-        // Follow a hint at once, but never twice in a row (as the retry
-        // loop does): nodes naming each other cannot make it spin. A hop
-        // to the leader is not a failed renewal.
-        match hinted {
-            Some(i) if !self.jumped_to_hint => {
-                self.target = i;
-                self.jumped_to_hint = true;
-                self.conn = Conn::Idle { at: now };
-            }
-            _ => {
-                self.cursor = endpoints.next(self.cursor);
-                if self.cursor == self.target {
-                    self.cursor = endpoints.next(self.cursor);
-                }
-                self.target = self.cursor;
-                self.jumped_to_hint = false;
-                self.tracker.failed(&status);
-                self.conn = Conn::Idle {
-                    at: now + self.backoff.next_delay(),
-                };
-            }
+        // The backoff counts from the failure here, not from when the
+        // stream opened: a stream serves many renewals.
+        let next = self.pacer.failed(endpoints, connected, hinted, Duration::ZERO);
+        // A hop to the leader is not a failed renewal.
+        if !next.to_hinted_leader {
+            self.tracker.failed(&status);
         }
+        self.conn = Conn::Idle { at: now + next.delay };
     }
 }
 

@@ -48,9 +48,17 @@
 //! 1. on the leader named by the `roster-leader` metadata of the failure,
 //!    if any (at once, the first time; endpoints not in the configuration are
 //!    learnt, up to a bound), otherwise on the next endpoint in turn;
+//!    endpoints that could not be connected to within the last second (a
+//!    node that is down, such as a dead leader the followers still name) are
+//!    passed by, and their hints not followed, while another endpoint is
+//!    not down;
 //! 2. after an exponential backoff with jitter, starting at
 //!    [`ClientConfig::backoff_initial`] and doubling up to
-//!    [`ClientConfig::backoff_max`];
+//!    [`ClientConfig::backoff_max`], counted from the start of the failed
+//!    attempt (an attempt that already took longer, such as a node that
+//!    waited for an election before giving up, is followed by the next one at
+//!    once); with no wait at all after an attempt that could not connect,
+//!    until every endpoint has failed that way in a row;
 //! 3. until the deadline. Then the call fails with
 //!    [`Error::DeadlineExceeded`], whose [`Error::code`] is the code of the
 //!    last failure: a cluster without quorum gives `UNAVAILABLE`, a hung

@@ -93,7 +93,7 @@ impl RunningNode {
         let raft = Raft::new(config.id, raft_config, network, log_store, state.clone())
             .await
             .context("starting raft")?;
-        crate::raft::unstick::spawn(raft.clone(), config.timing.election_min, config.timing.election_max);
+        crate::raft::unstick::spawn(raft.clone(), &config.timing);
         let ctx = NodeContext::new(
             config.id,
             config.advertise.clone(),

@@ -474,7 +474,7 @@ impl Cluster {
             .await
             .expect("starting raft");
         // As rosterd: break election lockstep.
-        roster_server::raft::unstick::spawn(raft.clone(), self.timing.election_min, self.timing.election_max);
+        roster_server::raft::unstick::spawn(raft.clone(), &self.timing);
         // The API layer exactly as rosterd builds it, on a drifting clock,
         // forwarding through the simulated network.
         let dial = Dial::new(SimDialer {

@@ -132,8 +132,7 @@ impl NodeContext {
                     // Leadership moved while we were asking; let the local
                     // view catch up (bounded by the deadline) and retry.
                     last = e;
-                    let pause = Instant::now() + self.election_max / 20;
-                    tokio::time::sleep_until(pause.min(deadline)).await;
+                    self.pause_for_leader_change(leader, deadline).await;
                 }
                 other => return other,
             }
@@ -280,6 +279,29 @@ impl NodeContext {
             .map_err(|e| RouteError::Internal(e.to_string()))?
     }
 
+    /// After `leader` did not take a request (it is not the leader, or
+    /// unreachable): waits until this node's view of the leader moves away
+    /// from it (an election began, or another leader reached this node), at
+    /// most `election_max / 20` and never past `deadline`. Returning as soon
+    /// as the view moves matters after a leader dies: the request then goes
+    /// to the new leader as soon as this node hears of it.
+    async fn pause_for_leader_change(&self, leader: NodeId, deadline: Instant) {
+        let until = (Instant::now() + self.election_max / 20).min(deadline);
+        let mut metrics = self.raft.metrics();
+        let moved = async {
+            loop {
+                if metrics.borrow_and_update().current_leader != Some(leader) {
+                    return;
+                }
+                if metrics.changed().await.is_err() {
+                    // Shutting down: the next step says so.
+                    return;
+                }
+            }
+        };
+        let _ = timeout_at(until, moved).await;
+    }
+
     /// Waits until some leader is known, up to `deadline`.
     async fn wait_for_leader(&self, deadline: Instant) -> Result<NodeId, RouteError> {
         let mut metrics = self.raft.metrics();
@@ -331,8 +353,7 @@ impl NodeContext {
                 }
                 Err(e @ RouteError::NotLeader { .. }) | Err(e @ RouteError::Unreachable(_)) => {
                     last = e;
-                    let pause = Instant::now() + self.election_max / 20;
-                    tokio::time::sleep_until(pause.min(deadline)).await;
+                    self.pause_for_leader_change(leader, deadline).await;
                 }
                 Err(e) => return Err(e),
             }

@@ -148,10 +148,20 @@ pub fn seed_thread_rng(seed: Option<u64>) {
 }
 
 /// Raft timing and log-compaction settings of one node.
+///
+/// The election settings mean what they mean in etcd and the Raft paper: a
+/// follower that stops hearing from its leader starts an election after a
+/// random timeout in `[election_min, election_max)` from the last message it
+/// received. [`RaftTiming::openraft_config`] explains how that is mapped
+/// onto openraft, whose parameters of the same names mean something else.
 #[derive(Clone, Debug)]
 pub struct RaftTiming {
+    /// Interval of the leader's heartbeats (AppendEntries when idle).
     pub heartbeat: Duration,
+    /// Earliest moment, after the last message from the leader, at which a
+    /// follower starts an election.
     pub election_min: Duration,
+    /// Latest such moment (exclusive).
     pub election_max: Duration,
     /// Build a snapshot (and compact the log) after this many entries.
     pub snapshot_every: u64,
@@ -174,12 +184,59 @@ impl Default for RaftTiming {
 
 impl RaftTiming {
     /// The openraft configuration for these settings, validated.
+    ///
+    /// # Election timing
+    ///
+    /// openraft 0.9 does not use `election_timeout_min..max` the way Raft
+    /// does. From its two values it derives (`engine/engine_config.rs`):
+    ///
+    /// * `election_timeout`, drawn once per process from `[min, max)`;
+    /// * `leader_lease = max`: a follower whose vote is committed (it knows a
+    ///   leader) rejects vote requests until `leader_lease` after the last
+    ///   message from that leader (`Engine::handle_vote_req`);
+    ///
+    /// and such a follower campaigns only `leader_lease + election_timeout`
+    /// after that last message (`RaftCore::handle_tick_election`): a
+    /// candidate, or a follower that has only voted, waits
+    /// `election_timeout` alone. Passing Roster's 1000–2000 ms straight
+    /// through made the first election after a leader's death start 3–4 s
+    /// after its last heartbeat, twice etcd's 1–2 s.
+    ///
+    /// So openraft gets `max = b` and `min = a` (see
+    /// [`RaftTiming::openraft_election_timeouts`]) with
+    ///
+    /// * `2b ≈ election_max` and `a + b ≈ election_min`: the first election
+    ///   then starts within `[a + b, 2b) ≈ [election_min, election_max)` of
+    ///   the last heartbeat ([`RaftTiming::first_election_window`]), checked
+    ///   every `1.5 × heartbeat` (openraft's tick; etcd's is one heartbeat);
+    /// * `a ≥ 2 × heartbeat`: `[a, b)` is also how often a candidate retries
+    ///   an election that failed (a split vote), and an election needs a
+    ///   round trip plus a vote fsync on each side; the heartbeat is the
+    ///   operator's bound on a round trip (etcd's guidance), so a retry never
+    ///   comes sooner than two of them. With `election_min = election_max /
+    ///   2` (the defaults) `election_min − b` is 0, so this floor decides: the
+    ///   defaults give `a = 200`, `b = 1000`, a first election within
+    ///   [1200, 2000) ms and retries every [200, 1000) ms;
+    /// * `heartbeat < a < b` (openraft's `validate`), taking precedence over
+    ///   the above for settings too tight to allow them.
+    ///
+    /// The leader lease is then `b ≈ election_max / 2`, at least
+    /// `heartbeat + 2` ms and with the defaults ten heartbeats: a live leader
+    /// refreshes it long before it runs out, so a node that comes back from a
+    /// partition with a higher term still cannot win votes from followers of
+    /// a working leader. It runs out `a > heartbeat` before the first
+    /// election starts, so the other followers, whose last message from the
+    /// dead leader came at about the same time, grant that election. (The
+    /// lease only guards against disruption; reads confirm leadership with
+    /// a quorum, not with it.) openraft also delays the next election of a
+    /// node that saw a longer log by `2 × max`, now about `election_max`.
     pub fn openraft_config(&self, cluster_name: &str) -> anyhow::Result<openraft::Config> {
+        let (election_timeout_min, election_timeout_max) = self.openraft_election_timeouts();
         let config = openraft::Config {
             cluster_name: cluster_name.to_string(),
             heartbeat_interval: self.heartbeat.as_millis() as u64,
-            election_timeout_min: self.election_min.as_millis() as u64,
-            election_timeout_max: self.election_max.as_millis() as u64,
+            election_timeout_min,
+            election_timeout_max,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(self.snapshot_every),
             max_in_snapshot_log_to_keep: self.keep_after_snapshot,
             // Replication batches: large enough for throughput, small enough
@@ -189,5 +246,155 @@ impl RaftTiming {
             ..Default::default()
         };
         Ok(config.validate()?)
+    }
+
+    /// openraft's `(election_timeout_min, election_timeout_max)` in
+    /// milliseconds, `(a, b)` in [`RaftTiming::openraft_config`].
+    pub fn openraft_election_timeouts(&self) -> (u64, u64) {
+        let heartbeat = self.heartbeat.as_millis() as u64;
+        let election_min = self.election_min.as_millis() as u64;
+        let election_max = self.election_max.as_millis() as u64;
+        // The lease; room for heartbeat < a < b.
+        let b = (election_max / 2).max(heartbeat + 2);
+        let a = election_min
+            .saturating_sub(b)
+            .max(2 * heartbeat)
+            .min(b - 1)
+            .max(heartbeat + 1);
+        (a, b)
+    }
+
+    /// When a follower that knows a leader starts its first election after
+    /// the last message from that leader, as configured for openraft:
+    /// `leader_lease + [election_timeout_min, election_timeout_max)`, before
+    /// openraft's tick granularity (`1.5 × heartbeat`) is added.
+    pub fn first_election_window(&self) -> std::ops::Range<Duration> {
+        let (a, b) = self.openraft_election_timeouts();
+        Duration::from_millis(b + a)..Duration::from_millis(b + b)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn timing(heartbeat: u64, election_min: u64, election_max: u64) -> RaftTiming {
+        RaftTiming {
+            heartbeat: Duration::from_millis(heartbeat),
+            election_min: Duration::from_millis(election_min),
+            election_max: Duration::from_millis(election_max),
+            ..RaftTiming::default()
+        }
+    }
+
+    /// The window openraft 0.9 itself implies for a config: a follower with a
+    /// committed vote campaigns `leader_lease + election_timeout` after the
+    /// last message, `leader_lease = election_timeout_max` and
+    /// `election_timeout` in `[election_timeout_min, election_timeout_max)`.
+    fn implied_window(config: &openraft::Config) -> (u64, u64) {
+        let lease = config.election_timeout_max;
+        (lease + config.election_timeout_min, lease + config.election_timeout_max)
+    }
+
+    #[test]
+    fn defaults_campaign_within_the_election_range() {
+        let t = RaftTiming::default();
+        let config = t.openraft_config("c").unwrap();
+        assert_eq!((config.election_timeout_min, config.election_timeout_max), (200, 1000));
+        assert_eq!(config.heartbeat_interval, 100);
+        // First election after the leader's last heartbeat: 1200..2000 ms,
+        // inside the configured 1000..2000 ms (it was 3000..4000 ms when the
+        // settings were passed through).
+        assert_eq!(implied_window(&config), (1200, 2000));
+        let w = t.first_election_window();
+        assert_eq!((w.start.as_millis(), w.end.as_millis()), (1200, 2000));
+    }
+
+    #[test]
+    fn other_settings() {
+        // (heartbeat, election min, max) -> openraft (min, max), window.
+        let cases = [
+            // The integration tests' settings.
+            ((50, 500, 1000), (100, 500), (600, 1000)),
+            // The store suite's.
+            ((50, 150, 300), (100, 150), (250, 300)),
+            // A narrow range: the window is the range itself.
+            ((100, 1500, 2000), (500, 1000), (1500, 2000)),
+            ((10, 900, 1000), (400, 500), (900, 1000)),
+            // Odd bounds round down by a millisecond at most.
+            ((100, 1000, 1001), (499, 500), (999, 1000)),
+            // As tight as the config checks allow (election min just above
+            // two heartbeats): openraft's own rules win.
+            ((100, 201, 202), (101, 102), (203, 204)),
+        ];
+        for ((hb, lo, hi), openraft, window) in cases {
+            let t = timing(hb, lo, hi);
+            let config = t.openraft_config("c").unwrap_or_else(|e| panic!("{hb}/{lo}/{hi}: {e}"));
+            assert_eq!(
+                (config.election_timeout_min, config.election_timeout_max),
+                openraft,
+                "{hb}/{lo}/{hi}"
+            );
+            assert_eq!(implied_window(&config), window, "{hb}/{lo}/{hi}");
+        }
+    }
+
+    /// Every setting `rosterd` accepts (`0 < 2 × heartbeat < election_min <
+    /// election_max`, see config.rs) gives a config openraft accepts, whose
+    /// lease outlasts a heartbeat and runs out before the first election,
+    /// and whose first election falls inside the configured range wherever
+    /// that range leaves room for it.
+    #[test]
+    fn every_accepted_setting_maps_sensibly() {
+        let mut checked = 0;
+        for hb in [1u64, 2, 5, 10, 33, 50, 100, 250] {
+            let mut mins: Vec<u64> = vec![
+                2 * hb + 1,
+                2 * hb + 2,
+                3 * hb,
+                4 * hb + 7,
+                10 * hb,
+                10 * hb + 1,
+                25 * hb,
+            ];
+            mins.dedup();
+            for lo in mins {
+                for hi in [lo + 1, lo + 2, lo + hb, 2 * lo - 1, 2 * lo, 2 * lo + 1, 3 * lo, 10 * lo] {
+                    if hi <= lo {
+                        continue;
+                    }
+                    let t = timing(hb, lo, hi);
+                    let config = t.openraft_config("c").unwrap_or_else(|e| panic!("{hb}/{lo}/{hi}: {e}"));
+                    let (a, b) = (config.election_timeout_min, config.election_timeout_max);
+                    let ctx = format!("heartbeat {hb}, election {lo}..{hi}: openraft {a}..{b}");
+                    assert!(hb < a && a < b, "{ctx}");
+                    // The lease outlasts a heartbeat and runs out before
+                    // the first election (by more than a heartbeat).
+                    let lease = b;
+                    let (start, end) = implied_window(&config);
+                    assert!(lease > hb + 1, "{ctx}");
+                    assert!(start > lease + hb, "{ctx}");
+                    assert!(start < end, "{ctx}");
+                    // Failed elections are retried no sooner than two
+                    // heartbeats, where the lease leaves room for it.
+                    if b > 2 * hb {
+                        assert!(a >= 2 * hb, "{ctx}");
+                    }
+                    if hi >= 2 * (2 * hb + 1) {
+                        // Room for a > 2 heartbeats: the window ends at the
+                        // configured end, to the millisecond, and starts at
+                        // the configured start or at lease + 2 heartbeats.
+                        assert!(end <= hi && end + 1 >= hi, "{ctx}");
+                        assert!(start + 1 >= lo, "{ctx}");
+                        assert!(start <= lo.max(lease + 2 * hb), "{ctx}");
+                    }
+                    // Never after the configured end, unless openraft's
+                    // rules (heartbeat < a < b) leave no choice.
+                    assert!(end <= hi.max(2 * (hb + 2)), "{ctx}");
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 300, "{checked}");
     }
 }
