@@ -147,6 +147,18 @@ struct Slot {
     entry: Option<Entry>,
 }
 
+impl Slot {
+    /// An entry about to be written; `Wal::write` gives it its place.
+    fn unplaced(entry: Entry) -> Slot {
+        Slot {
+            log_id: entry.log_id,
+            pos: Pos { seq: 0, offset: 0 },
+            len: 0,
+            entry: Some(entry),
+        }
+    }
+}
+
 /// Everything the log knows, in memory.
 #[derive(Debug, Default)]
 struct Index {
@@ -472,16 +484,8 @@ impl Wal {
 
     /// Appends `entries`; `callback` is told once they are durable.
     pub async fn append(&self, entries: Vec<Entry>, callback: LogFlushed<TypeConfig>) -> io::Result<()> {
-        let records: Vec<Slot> = entries
-            .into_iter()
-            .map(|entry| Slot {
-                log_id: entry.log_id,
-                pos: Pos { seq: 0, offset: 0 },
-                len: 0,
-                entry: Some(entry),
-            })
-            .collect();
-        self.write(records, None, true, Done::Raft(callback)).await
+        let slots = entries.into_iter().map(Slot::unplaced).collect();
+        self.write(slots, None, true, Done::Raft(callback)).await
     }
 
     /// Writes a record that needs no sync of its own and updates the index.
@@ -859,15 +863,7 @@ mod tests {
     }
 
     fn slots(entries: Vec<Entry>) -> Vec<Slot> {
-        entries
-            .into_iter()
-            .map(|e| Slot {
-                log_id: e.log_id,
-                pos: Pos { seq: 0, offset: 0 },
-                len: 0,
-                entry: Some(e),
-            })
-            .collect()
+        entries.into_iter().map(Slot::unplaced).collect()
     }
 
     /// Appends and waits until the writer reports the entries durable.
