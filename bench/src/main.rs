@@ -75,6 +75,10 @@ struct RunArgs {
     /// A seconds-long run of every workload with tiny sizes (CI).
     #[arg(long)]
     smoke: bool,
+    /// Writer counts of the put workload, one phase each (default 1,16,256;
+    /// one count is handy under a profiler).
+    #[arg(long, value_delimiter = ',')]
+    put_clients: Vec<usize>,
     /// The rosterd binary (default: next to this one).
     #[arg(long)]
     rosterd: Option<PathBuf>,
@@ -157,7 +161,11 @@ fn params(args: &RunArgs) -> Params {
     }
     Params {
         duration,
-        put_clients: vec![1, 16, 256],
+        put_clients: if args.put_clients.is_empty() {
+            vec![1, 16, 256]
+        } else {
+            args.put_clients.clone()
+        },
         get_clients: 16,
         get_keys: 1000,
         lease_counts: vec![1000, 10_000],

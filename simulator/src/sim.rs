@@ -618,16 +618,20 @@ async fn monitor(shared: Arc<Shared>, disk: SimDisk, id: NodeId, incarnation: u6
 /// Records when renewals of each lease were first applied anywhere (about
 /// when they committed), for the dead-lease bound.
 fn note_renewals(shared: &Shared, entry: &Entry) {
-    if let openraft::EntryPayload::Normal(Command {
-        op: Op::LeaseRenew(renew),
-        ..
-    }) = &entry.payload
-    {
-        let now = Instant::now();
-        let mut c = shared.checker();
-        for id in &renew.ids {
-            let at = c.renewed.entry((*id, entry.log_id.index)).or_insert(now);
-            *at = (*at).min(now);
+    if let openraft::EntryPayload::Normal(command) = &entry.payload {
+        let commands = match &command.op {
+            Op::Batch(commands) => commands.as_slice(),
+            _ => std::slice::from_ref(command),
+        };
+        for command in commands {
+            if let Op::LeaseRenew(renew) = &command.op {
+                let now = Instant::now();
+                let mut c = shared.checker();
+                for id in &renew.ids {
+                    let at = c.renewed.entry((*id, entry.log_id.index)).or_insert(now);
+                    *at = (*at).min(now);
+                }
+            }
         }
     }
 }

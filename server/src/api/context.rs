@@ -6,6 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use roster_env::Clock;
+
+use super::batch::Batcher;
 use tokio::time::Instant;
 
 use crate::raft::network::Peers;
@@ -30,6 +32,8 @@ pub struct NodeContext {
     /// The local clock lease deadlines and command stamps are read from
     /// (the real clock in rosterd; a drifting one in the simulator).
     pub clock: Clock,
+    /// Where this node's proposals queue to share log entries.
+    pub batcher: Batcher,
     contact: Arc<LeaderContact>,
 }
 
@@ -55,6 +59,7 @@ impl NodeContext {
         committed: Arc<AtomicU64>,
     ) -> Self {
         Self {
+            batcher: Batcher::start(super::route::raft_proposer(raft.clone())),
             id,
             addr,
             cluster_name,

@@ -6,6 +6,7 @@
 //! through Raft; reads either confirm leadership first (read index) or say
 //! they are `serializable`.
 
+pub mod batch;
 pub mod cluster;
 pub mod common;
 pub mod context;

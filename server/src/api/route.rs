@@ -9,15 +9,17 @@
 //! the same request id and the state machine deduplicates.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use openraft::{BasicNode, ChangeMembers};
 use serde::{Deserialize, Serialize};
 use tokio::time::{timeout_at, Instant};
 
+use super::batch::ProposeFn;
 use super::NodeContext;
 use crate::raft::codec;
-use crate::raft::NodeId;
+use crate::raft::{NodeId, Raft};
 use crate::state::command::{Command, Response};
 
 const OUTCOME_UNKNOWN: &str = "outcome unknown, retry with the same request id";
@@ -110,6 +112,19 @@ fn from_write_error(e: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -
     }
 }
 
+/// Proposes each entry of a [`super::batch::Batcher`] through `raft`.
+pub fn raft_proposer(raft: Raft) -> ProposeFn {
+    Arc::new(move |command| {
+        let raft = raft.clone();
+        Box::pin(async move {
+            raft.client_write(command)
+                .await
+                .map(|written| written.data)
+                .map_err(from_write_error)
+        })
+    })
+}
+
 impl NodeContext {
     /// Runs `proposal` on the leader, wherever it is, before `deadline`.
     pub async fn propose(&self, proposal: Proposal, deadline: Instant) -> Result<Outcome, RouteError> {
@@ -151,11 +166,10 @@ impl NodeContext {
         match proposal {
             Proposal::Write(mut command) => {
                 command.stamp_ms = self.clock.wall_ms();
-                let resp = timeout_at(deadline, self.raft.client_write(command))
+                let response = timeout_at(deadline, self.batcher.propose(command))
                     .await
-                    .map_err(|_| timed_out())?
-                    .map_err(from_write_error)?;
-                Ok(Outcome::Write(resp.data))
+                    .map_err(|_| timed_out())??;
+                Ok(Outcome::Write(response))
             }
             Proposal::AddLearner { id, addr } => {
                 self.ensure_local_leader()?;

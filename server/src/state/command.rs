@@ -84,6 +84,12 @@ pub enum Op {
     /// entry, this one included, first grants the slots whose delay has
     /// passed by its `stamp_ms`) → [`Response::Tick`].
     Tick,
+    /// Several commands in one entry, proposed together by the leader's
+    /// batcher (`api/batch.rs`): applied one after another, each exactly as
+    /// it would be as an entry of its own at this place in the log (its own
+    /// revision, deduplication, stamp and answer) → [`Response::Batch`], one
+    /// answer per command in order. A batch inside a batch is rejected.
+    Batch(Vec<Command>),
 }
 
 /// Proof that a write comes from a current holder of a role (rule 7): the
@@ -438,6 +444,8 @@ pub enum Response {
     /// `stamp_ms` are still granted: that is time passing, not the
     /// operation.)
     Rejected(Rejection),
+    /// The answers to an [`Op::Batch`], one per command, in order.
+    Batch(Vec<Response>),
 }
 
 /// Every `revision` in a response is the store revision after the entry:
@@ -590,6 +598,7 @@ impl Response {
     pub fn revision(&self) -> Option<u64> {
         match self {
             Response::None | Response::Rejected(_) => None,
+            Response::Batch(answers) => answers.iter().filter_map(Response::revision).max(),
             Response::Put(r) => Some(r.revision),
             Response::Delete(r) => Some(r.revision),
             Response::Txn(r) => Some(r.revision),
@@ -617,7 +626,8 @@ impl Response {
     /// known only once the whole entry has run.
     pub(crate) fn set_revision(&mut self, revision: u64) {
         match self {
-            Response::None | Response::Rejected(_) => {}
+            // Each command of a batch carries the revision after itself.
+            Response::None | Response::Rejected(_) | Response::Batch(_) => {}
             Response::Put(r) => r.revision = revision,
             Response::Delete(r) => r.revision = revision,
             Response::Txn(r) => {

@@ -89,6 +89,9 @@ pub fn validate_op(op: &Op) -> Result<(), String> {
             check_candidate(&promote.group, &promote.role, &promote.candidate).map_err(|e| format!("promote: {e}"))
         }
         Op::Tick => Ok(()),
+        // Only `State::apply` takes a batch apart; one reaching validation
+        // is a batch inside a batch.
+        Op::Batch(_) => Err("a batch inside a batch".into()),
     }
 }
 
