@@ -7,6 +7,8 @@
 
 #![allow(clippy::all, missing_docs)]
 
+pub mod codec;
+
 /// Modules nested as the protobuf packages are, so generated cross-package
 /// paths resolve.
 pub mod roster {

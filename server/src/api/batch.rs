@@ -99,10 +99,16 @@ async fn run(mut rx: mpsc::Receiver<(Command, Reply)>, in_flight: Arc<Semaphore>
         let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else {
             return;
         };
+        if abandoned(&first) {
+            continue;
+        }
         let mut bytes = payload_bytes(&first.0);
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH_COMMANDS && bytes < MAX_BATCH_BYTES {
             let Ok(next) = rx.try_recv() else { break };
+            if abandoned(&next) {
+                continue;
+            }
             let size = payload_bytes(&next.0);
             if bytes + size > MAX_BATCH_BYTES {
                 carried = Some(next);
@@ -117,6 +123,17 @@ async fn run(mut rx: mpsc::Receiver<(Command, Reply)>, in_flight: Arc<Semaphore>
             drop(permit);
         });
     }
+}
+
+/// Whether the caller of a queued command has stopped waiting (its
+/// deadline passed): it is then never proposed. Commands queue while the
+/// pipeline is stuck, e.g. on a leader cut off from its quorum; proposing
+/// them when this node leads again, maybe many seconds later, would apply
+/// writes nobody waits for any more (a lease keeper's renewal from before a
+/// client died, found by the simulator: 3 nodes, seeds 131 and 156, a dead
+/// client's lease renewed 12 s after its death).
+fn abandoned((_, reply): &(Command, Reply)) -> bool {
+    reply.is_closed()
 }
 
 /// Proposes `batch` as one entry and hands each command its answer.
@@ -343,6 +360,45 @@ mod tests {
         // k3 + k4 + k5, k6 (2 MB) alone, k7.
         assert_eq!(shape, vec![1, 1, 1, 3, 1, 1], "{entries:?}");
         assert_eq!(entries[3], vec!["k3", "k4", "k5"]);
+    }
+
+    #[tokio::test]
+    async fn writes_whose_callers_gave_up_are_never_proposed() {
+        let entries: Arc<Mutex<Vec<Vec<String>>>> = Arc::default();
+        let gate = Arc::new(Semaphore::new(0));
+        let batcher = Batcher::start(recorder(Arc::clone(&entries), Arc::clone(&gate)));
+        let mut stuck = Vec::new();
+        for i in 0..IN_FLIGHT {
+            let b = batcher.clone();
+            stuck.push(tokio::spawn(async move { b.propose(put(&format!("s{i}"), 1)).await }));
+            while entries.lock().unwrap().len() <= i {
+                tokio::task::yield_now().await;
+            }
+        }
+        // Five writes queue behind the stuck pipeline; their callers give up.
+        let gave_up: Vec<_> = (0..5)
+            .map(|i| {
+                let b = batcher.clone();
+                tokio::spawn(async move { b.propose(put(&format!("gone{i}"), 1)).await })
+            })
+            .collect();
+        queued(&batcher, 5).await;
+        for call in gave_up {
+            call.abort();
+            assert!(call.await.unwrap_err().is_cancelled());
+        }
+        let kept = {
+            let b = batcher.clone();
+            tokio::spawn(async move { b.propose(put("kept", 1)).await })
+        };
+        queued(&batcher, 6).await;
+        gate.add_permits(1_000);
+        kept.await.unwrap().unwrap();
+        for call in stuck {
+            call.await.unwrap().unwrap();
+        }
+        let entries = entries.lock().unwrap().clone();
+        assert_eq!(entries, vec![vec!["s0"], vec!["s1"], vec!["kept"]]);
     }
 
     #[tokio::test]
