@@ -293,8 +293,8 @@ impl Report {
         );
         let _ = writeln!(
             w,
-            "| durability | both fsync every committed entry before acknowledging (rosterd: sled flush \
-             with group commit; etcd: WAL fsync) |"
+            "| durability | both fsync every committed entry before acknowledging (rosterd: fdatasync \
+             of its append-only log, group commit; etcd: WAL fsync) |"
         );
         let p = &self.params;
         let _ = writeln!(
