@@ -274,45 +274,82 @@ mod tests {
         })
     }
 
-    /// Waits until `n` commands wait for a proposal: the batching task
-    /// holds the first while it waits for room in the pipeline, the rest
-    /// are in its queue.
-    async fn queued(batcher: &Batcher, n: usize) {
-        while QUEUE - batcher.tx.capacity() < n - 1 {
-            tokio::task::yield_now().await;
+    type Call = tokio::task::JoinHandle<Result<Response, RouteError>>;
+
+    /// A batcher over [`recorder`], whose proposals wait for `gate`.
+    struct Harness {
+        entries: Arc<Mutex<Vec<Vec<String>>>>,
+        gate: Arc<Semaphore>,
+        batcher: Batcher,
+    }
+
+    impl Harness {
+        fn new(permits: usize) -> Harness {
+            let entries: Arc<Mutex<Vec<Vec<String>>>> = Arc::default();
+            let gate = Arc::new(Semaphore::new(permits));
+            let batcher = Batcher::start(recorder(Arc::clone(&entries), Arc::clone(&gate)));
+            Harness { entries, gate, batcher }
+        }
+
+        /// Proposes a put of `key` from a task of its own.
+        fn send(&self, key: &str, value_bytes: usize) -> Call {
+            let (b, command) = (self.batcher.clone(), put(key, value_bytes));
+            tokio::spawn(async move { b.propose(command).await })
+        }
+
+        /// The same, returning once the put is in Raft (there was room in
+        /// the pipeline).
+        async fn send_proposed(&self, key: &str, value_bytes: usize) -> Call {
+            let before = self.entries().len();
+            let call = self.send(key, value_bytes);
+            while self.entries().len() == before {
+                tokio::task::yield_now().await;
+            }
+            call
+        }
+
+        /// Fills the pipeline with [`IN_FLIGHT`] lone puts, keys `{prefix}0`...
+        async fn fill_pipeline(&self, prefix: &str) -> Vec<Call> {
+            let mut calls = Vec::new();
+            for i in 0..IN_FLIGHT {
+                calls.push(self.send_proposed(&format!("{prefix}{i}"), 1).await);
+            }
+            calls
+        }
+
+        /// Waits until `n` commands wait for a proposal: the batching task
+        /// holds the first while it waits for room in the pipeline, the
+        /// rest are in its queue.
+        async fn queued(&self, n: usize) {
+            while QUEUE - self.batcher.tx.capacity() < n - 1 {
+                tokio::task::yield_now().await;
+            }
+        }
+
+        fn entries(&self) -> Vec<Vec<String>> {
+            self.entries.lock().unwrap().clone()
         }
     }
 
     #[tokio::test]
     async fn a_lone_write_is_a_plain_entry() {
-        let entries = Arc::default();
-        let batcher = Batcher::start(recorder(Arc::clone(&entries), Arc::new(Semaphore::new(100))));
-        let answer = batcher.propose(put("a", 1)).await.unwrap();
+        let h = Harness::new(100);
+        let answer = h.batcher.propose(put("a", 1)).await.unwrap();
         assert_eq!(answer, Response::GroupCreate(Ack { revision: 1 }));
-        assert_eq!(*entries.lock().unwrap(), vec![vec!["a".to_string()]]);
+        assert_eq!(h.entries(), vec![vec!["a".to_string()]]);
     }
 
     #[tokio::test]
     async fn writes_queued_behind_full_pipeline_share_an_entry_and_get_their_own_answers() {
-        let entries: Arc<Mutex<Vec<Vec<String>>>> = Arc::default();
-        let gate = Arc::new(Semaphore::new(0));
-        let batcher = Batcher::start(recorder(Arc::clone(&entries), Arc::clone(&gate)));
+        let h = Harness::new(0);
         // Fill the pipeline with IN_FLIGHT lone writes, then queue ten more.
-        let mut calls = Vec::new();
-        for i in 0..IN_FLIGHT + 10 {
-            let b = batcher.clone();
-            calls.push(tokio::spawn(
-                async move { b.propose(put(&format!("k{i:02}"), 1)).await },
-            ));
-            if i < IN_FLIGHT {
-                while entries.lock().unwrap().len() <= i {
-                    tokio::task::yield_now().await;
-                }
-            }
+        let mut calls = h.fill_pipeline("k0").await;
+        for i in IN_FLIGHT..IN_FLIGHT + 10 {
+            calls.push(h.send(&format!("k{i:02}"), 1));
         }
-        queued(&batcher, 10).await;
+        h.queued(10).await;
         // Let everything through; wait for every answer.
-        gate.add_permits(1_000);
+        h.gate.add_permits(1_000);
         let mut revisions = Vec::new();
         for call in calls {
             match call.await.unwrap().unwrap() {
@@ -320,7 +357,7 @@ mod tests {
                 other => panic!("unexpected {other:?}"),
             }
         }
-        let entries = entries.lock().unwrap().clone();
+        let entries = h.entries();
         assert_eq!(entries.len(), IN_FLIGHT + 1, "{entries:?}");
         assert!(entries[..IN_FLIGHT].iter().all(|e| e.len() == 1));
         let batched: Vec<String> = (IN_FLIGHT..IN_FLIGHT + 10).map(|i| format!("k{i:02}")).collect();
@@ -333,28 +370,22 @@ mod tests {
 
     #[tokio::test]
     async fn the_byte_budget_splits_batches_and_a_large_write_travels_alone() {
-        let entries: Arc<Mutex<Vec<Vec<String>>>> = Arc::default();
-        let gate = Arc::new(Semaphore::new(0));
-        let batcher = Batcher::start(recorder(Arc::clone(&entries), Arc::clone(&gate)));
-        let mut calls = Vec::new();
+        let h = Harness::new(0);
         let sizes = [1, 1, 600_000, 600_000, 10, 10, 2_000_000, 10];
+        let mut calls = Vec::new();
         for (i, size) in sizes.into_iter().enumerate() {
-            let b = batcher.clone();
-            calls.push(tokio::spawn(
-                async move { b.propose(put(&format!("k{i}"), size)).await },
-            ));
-            if i < IN_FLIGHT {
-                while entries.lock().unwrap().len() <= i {
-                    tokio::task::yield_now().await;
-                }
-            }
+            calls.push(if i < IN_FLIGHT {
+                h.send_proposed(&format!("k{i}"), size).await
+            } else {
+                h.send(&format!("k{i}"), size)
+            });
         }
-        queued(&batcher, sizes.len() - IN_FLIGHT).await;
-        gate.add_permits(1_000);
+        h.queued(sizes.len() - IN_FLIGHT).await;
+        h.gate.add_permits(1_000);
         for call in calls {
             call.await.unwrap().unwrap();
         }
-        let entries = entries.lock().unwrap().clone();
+        let entries = h.entries();
         let shape: Vec<usize> = entries.iter().map(Vec::len).collect();
         // k0, k1 alone (pipeline), then k2 (600 kB; k3 would pass 1 MiB),
         // k3 + k4 + k5, k6 (2 MB) alone, k7.
@@ -364,41 +395,23 @@ mod tests {
 
     #[tokio::test]
     async fn writes_whose_callers_gave_up_are_never_proposed() {
-        let entries: Arc<Mutex<Vec<Vec<String>>>> = Arc::default();
-        let gate = Arc::new(Semaphore::new(0));
-        let batcher = Batcher::start(recorder(Arc::clone(&entries), Arc::clone(&gate)));
-        let mut stuck = Vec::new();
-        for i in 0..IN_FLIGHT {
-            let b = batcher.clone();
-            stuck.push(tokio::spawn(async move { b.propose(put(&format!("s{i}"), 1)).await }));
-            while entries.lock().unwrap().len() <= i {
-                tokio::task::yield_now().await;
-            }
-        }
+        let h = Harness::new(0);
+        let stuck = h.fill_pipeline("s").await;
         // Five writes queue behind the stuck pipeline; their callers give up.
-        let gave_up: Vec<_> = (0..5)
-            .map(|i| {
-                let b = batcher.clone();
-                tokio::spawn(async move { b.propose(put(&format!("gone{i}"), 1)).await })
-            })
-            .collect();
-        queued(&batcher, 5).await;
+        let gave_up: Vec<Call> = (0..5).map(|i| h.send(&format!("gone{i}"), 1)).collect();
+        h.queued(5).await;
         for call in gave_up {
             call.abort();
             assert!(call.await.unwrap_err().is_cancelled());
         }
-        let kept = {
-            let b = batcher.clone();
-            tokio::spawn(async move { b.propose(put("kept", 1)).await })
-        };
-        queued(&batcher, 6).await;
-        gate.add_permits(1_000);
+        let kept = h.send("kept", 1);
+        h.queued(6).await;
+        h.gate.add_permits(1_000);
         kept.await.unwrap().unwrap();
         for call in stuck {
             call.await.unwrap().unwrap();
         }
-        let entries = entries.lock().unwrap().clone();
-        assert_eq!(entries, vec![vec!["s0"], vec!["s1"], vec!["kept"]]);
+        assert_eq!(h.entries(), vec![vec!["s0"], vec!["s1"], vec!["kept"]]);
     }
 
     #[tokio::test]
