@@ -166,7 +166,7 @@ impl NodeContext {
         match proposal {
             Proposal::Write(mut command) => {
                 command.stamp_ms = self.clock.wall_ms();
-                let response = timeout_at(deadline, self.batcher.propose(command))
+                let response = timeout_at(deadline, self.batcher.propose(command, deadline))
                     .await
                     .map_err(|_| timed_out())??;
                 Ok(Outcome::Write(response))
