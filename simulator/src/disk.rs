@@ -36,6 +36,10 @@ pub struct Persisted {
     pub snapshot: Option<(SnapshotMeta, Vec<u8>)>,
 }
 
+/// How long an fsync stall lasts.
+const STALL_MIN_US: u64 = 20_000;
+const STALL_MAX_US: u64 = 250_000;
+
 #[derive(Clone, Debug)]
 enum Write {
     Append(Vec<Entry>),
@@ -79,6 +83,8 @@ pub struct DiskState {
     rng: SimRng,
     sync_min_us: u64,
     sync_max_us: u64,
+    /// The chance that one fsync stalls (0 unless a slow-disk fault is on).
+    stall_chance: f64,
     /// Planted bug: report writes durable before their sync.
     ack_before_sync: bool,
 }
@@ -101,8 +107,18 @@ impl DiskState {
         }
     }
 
+    /// How long the next fsync takes: mostly within the disk's range, now
+    /// and then (under a slow-disk fault) a stall: real disks stall for
+    /// tens to hundreds of milliseconds under write-back pressure, which is
+    /// why etcd warns of slow fdatasync. A stall keeps many writes unsynced
+    /// at once, the window in which anything acknowledged too early is lost.
     fn sync_delay(&mut self) -> Duration {
-        Duration::from_micros(self.rng.range(self.sync_min_us, self.sync_max_us))
+        let us = if self.stall_chance > 0.0 && self.rng.chance(self.stall_chance) {
+            self.rng.range(STALL_MIN_US, STALL_MAX_US)
+        } else {
+            self.rng.range(self.sync_min_us, self.sync_max_us)
+        };
+        Duration::from_micros(us)
     }
 }
 
@@ -117,6 +133,9 @@ pub struct SimDisk {
 pub struct CrashReport {
     pub unsynced: usize,
     pub kept: usize,
+    /// The last log index the node had written, and the last it still has.
+    pub last_before: Option<u64>,
+    pub last_after: Option<u64>,
 }
 
 impl SimDisk {
@@ -135,6 +154,7 @@ impl SimDisk {
                 rng,
                 sync_min_us: 50,
                 sync_max_us: sync_max_us.max(50),
+                stall_chance: 0.0,
                 ack_before_sync,
             })),
         }
@@ -148,23 +168,54 @@ impl SimDisk {
         self.lock().incarnation
     }
 
-    /// The power goes out: unsynced writes are lost, except a random prefix.
+    /// The power goes out: unsynced writes are lost, except (half the time)
+    /// a random prefix.
     pub fn crash(&self) -> CrashReport {
         let mut s = self.lock();
+        let last_before = s.live.log.keys().next_back().copied();
         let unsynced = s.journal.len();
-        let kept = s.rng.below(unsynced as u64 + 1) as usize;
+        // Half the time the whole unsynced tail is gone (the page cache
+        // never reached the platter); otherwise a random prefix of it made
+        // it (a torn tail).
+        let kept = if s.rng.chance(0.5) {
+            0
+        } else {
+            s.rng.below(unsynced as u64 + 1) as usize
+        };
         let end = s.journal_base + kept as u64;
         s.sync_to(end);
         s.journal.clear();
         s.journal_base = end;
         s.live = s.durable.clone();
         s.incarnation += 1;
-        CrashReport { unsynced, kept }
+        CrashReport {
+            unsynced,
+            kept,
+            last_before,
+            last_after: s.live.log.keys().next_back().copied(),
+        }
     }
 
     /// Writes not yet synced.
     pub fn unsynced(&self) -> usize {
         self.lock().journal.len()
+    }
+
+    /// Log appends not yet synced.
+    pub fn unsynced_appends(&self) -> usize {
+        self.lock()
+            .journal
+            .iter()
+            .filter(|w| matches!(w, Write::Append(_)))
+            .count()
+    }
+
+    /// Changes how slow the disk is from now on: fsyncs take up to
+    /// `sync_max_us`, and each stalls with `stall_chance`.
+    pub fn set_speed(&self, sync_max_us: u64, stall_chance: f64) {
+        let mut s = self.lock();
+        s.sync_max_us = sync_max_us.max(s.sync_min_us);
+        s.stall_chance = stall_chance;
     }
 
     /// A copy of what is durable now.

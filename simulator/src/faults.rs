@@ -22,6 +22,9 @@ pub enum Fault {
     Duplicate,
     /// Raft message delay above the default (up to 80 ms).
     Delay,
+    /// Every disk slower than the network (fsyncs up to 100 ms) and
+    /// stalling now and then, for a while.
+    SlowDisk,
     /// A node's messages and connections held for a while.
     Pause,
     /// Membership changes (remove a member, add it back).
@@ -37,7 +40,7 @@ pub enum Fault {
 }
 
 impl Fault {
-    pub const ALL: [Fault; 14] = [
+    pub const ALL: [Fault; 15] = [
         Fault::Crash,
         Fault::PowerLoss,
         Fault::Partition,
@@ -46,6 +49,7 @@ impl Fault {
         Fault::Loss,
         Fault::Duplicate,
         Fault::Delay,
+        Fault::SlowDisk,
         Fault::Pause,
         Fault::Membership,
         Fault::ClientKill,
@@ -64,6 +68,7 @@ impl Fault {
             Fault::Loss => "loss",
             Fault::Duplicate => "duplicate",
             Fault::Delay => "delay",
+            Fault::SlowDisk => "slow-disk",
             Fault::Pause => "pause",
             Fault::Membership => "membership",
             Fault::ClientKill => "client-kill",

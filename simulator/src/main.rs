@@ -32,8 +32,9 @@ struct Args {
     no_faults: bool,
     /// The kinds of fault to inject: `all` (default), `none`, or a list such
     /// as `crash,partition,loss` or `all,-membership`. Kinds: crash,
-    /// power-loss, partition, one-way, bridge, loss, duplicate, delay, pause,
-    /// membership, client-kill, client-cut, holder-pause, clock.
+    /// power-loss, partition, one-way, bridge, loss, duplicate, delay,
+    /// slow-disk, pause, membership, client-kill, client-cut, holder-pause,
+    /// clock.
     #[arg(long, default_value = "all", value_parser = roster_simulator::faults::parse)]
     faults: BTreeSet<roster_simulator::faults::Fault>,
     /// Plant a bug, to see the checkers catch it (see the README for the list).

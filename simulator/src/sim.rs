@@ -444,6 +444,8 @@ struct Cluster {
     /// Stops each running node's gRPC server.
     stops: Mutex<Vec<Option<watch::Sender<bool>>>>,
     disks: Vec<SimDisk>,
+    /// The run's normal fsync time bound (a slow-disk fault raises it for a while).
+    sync_max_us: u64,
     shared: Arc<Shared>,
 }
 
@@ -537,8 +539,8 @@ impl Cluster {
         self.shared.record(
             "FLT",
             format!(
-                "crash n{id}: kept {} of {} unsynced writes",
-                report.kept, report.unsynced
+                "crash n{id}: kept {} of {} unsynced writes, last log index {:?} -> {:?}",
+                report.kept, report.unsynced, report.last_before, report.last_after
             ),
         );
         // Its writes are discarded and its messages go nowhere; stop its tasks.
@@ -698,6 +700,7 @@ async fn run_cluster(cfg: SimConfig, trace: SharedTrace) -> SimReport {
                 )
             })
             .collect(),
+        sync_max_us,
         cfg: cfg.clone(),
         timing: timing.clone(),
         raft_config,
@@ -825,12 +828,20 @@ async fn run_cluster(cfg: SimConfig, trace: SharedTrace) -> SimReport {
         match kind {
             6 if down.is_empty() => {
                 // Power loss of the whole cluster, mostly right after a
-                // client got an acknowledgment: the moment at which anything
+                // client got an acknowledgment while a majority of the disks
+                // still had unsynced writes: the moment at which anything
                 // acknowledged but not yet durable would be lost.
                 if frng.chance(0.8) {
                     let until = Instant::now() + Duration::from_millis(1_000);
-                    let acked = work.log().acks;
-                    while work.log().acks == acked && Instant::now() < until {
+                    let majority = ids.len() / 2 + 1;
+                    let mut acked = work.log().acks;
+                    loop {
+                        let now_acked = work.log().acks;
+                        let unsynced = cluster.disks.iter().filter(|d| d.unsynced_appends() > 0).count();
+                        if (now_acked != acked && unsynced >= majority) || Instant::now() >= until {
+                            break;
+                        }
+                        acked = now_acked;
                         tokio::time::sleep(Duration::from_micros(frng.range(20, 300))).await;
                     }
                 }
@@ -978,9 +989,30 @@ async fn run_cluster(cfg: SimConfig, trace: SharedTrace) -> SimReport {
                     n.dup = dup;
                     n.delay_max_us = max_us;
                 }
+                // Disks: mostly the run's normal speed; now and then every
+                // disk slower than the network and stalling (a shared host
+                // or volume under write-back pressure).
+                let (sync_max_us, stall) = [
+                    (cluster.sync_max_us, 0.0),
+                    (cluster.sync_max_us, 0.0),
+                    (20_000, 0.02),
+                    (100_000, 0.05),
+                ][frng.below(4) as usize];
+                let (sync_max_us, stall) = if on(Fault::SlowDisk) {
+                    (sync_max_us, stall)
+                } else {
+                    (cluster.sync_max_us, 0.0)
+                };
+                for disk in &cluster.disks {
+                    disk.set_speed(sync_max_us, stall);
+                }
                 shared.record(
                     "FLT",
-                    format!("loss={loss} duplicates={dup} delay=0.2..{}ms", max_us / 1000),
+                    format!(
+                        "loss={loss} duplicates={dup} delay=0.2..{}ms fsync<={}ms stalls={stall}",
+                        max_us / 1000,
+                        sync_max_us / 1000
+                    ),
                 );
             }
             7 => {
