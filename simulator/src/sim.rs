@@ -1337,9 +1337,10 @@ fn workload_checks(cluster: &Cluster, work: &Work, watch_log: &Mutex<WatchLog>, 
         }
     }
     // A dead client's lease ends within TTL/(1−ρ), plus, for every leader
-    // tenure that began meanwhile, the checkpoint interval, plus the time
-    // the cluster went without commits for longer than STALL_GAP, plus 1.5 s
-    // (ticks, commits, sampling).
+    // tenure that began meanwhile, the checkpoint interval and the gap in
+    // commits around its start, plus the time the cluster went without
+    // commits for longer than STALL_GAP, plus 1.5 s (ticks, commits,
+    // sampling).
     let samples = shared.checker().samples.clone();
     let tenures = shared.checker().tenures.clone();
     let now = Instant::now();
@@ -1365,16 +1366,27 @@ fn workload_checks(cluster: &Cluster, work: &Work, watch_log: &Mutex<WatchLog>, 
         let mut last_progress = from;
         let mut last_commit = window.first().map_or(0, |s| s.1);
         // A working leader commits at least a checkpoint a second: a longer
-        // gap is time without one, counted whole.
-        let no_leader = |gap: Duration| if gap > STALL_GAP { gap } else { Duration::ZERO };
+        // gap is time without one, counted whole. So is a gap in which a
+        // tenure began, however short: the election and the new keeper's
+        // start-up are time in which nobody ages leases (the keeper's bound
+        // per leader change is the checkpoint interval plus that). Elections
+        // can end within STALL_GAP of the old leader's last commit.
+        let no_leader = |from: Instant, to: Instant| {
+            let changed = tenures.iter().any(|t| *t > from && *t <= to);
+            if to - from > STALL_GAP || changed {
+                to - from
+            } else {
+                Duration::ZERO
+            }
+        };
         for s in &window {
             if s.1 > last_commit {
-                stalled += no_leader(s.0 - last_progress);
+                stalled += no_leader(last_progress, s.0);
                 last_progress = s.0;
                 last_commit = s.1;
             }
         }
-        stalled += no_leader(end - last_progress);
+        stalled += no_leader(last_progress, end);
         let bound =
             d.ttl.div_f64(1.0 - shared.rho) + CHECKPOINT_EVERY * changes + stalled + Duration::from_millis(1_500);
         let took = end - from;

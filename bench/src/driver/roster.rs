@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use roster_client::proto::role_spec::Failover;
-use roster_client::proto::{PutGroupRequest, RangeRequest, RoleSpec};
+use roster_client::proto::{MemberListRequest, PutGroupRequest, RangeRequest, RoleSpec};
 use roster_client::{CampaignOptions, Client, ClientConfig, KeeperOptions, LeaseKeeper, RoleGuard};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -76,9 +76,15 @@ impl Driver for RosterDriver {
             .request_timeout(Duration::from_millis(500))
             .connect_timeout(Duration::from_millis(200));
         let client = Client::connect(config).await.ok()?;
-        let status = client.status().await.ok()?;
+        // The member's own view, as etcd's Status gives it: a serializable
+        // member list answers from local state. (Roster's Status asks every
+        // member too, which is not what is measured here.)
+        let list = client
+            .member_list_with(MemberListRequest { serializable: true })
+            .await
+            .ok()?;
         // Member ids are 1-based indices (see cluster.rs).
-        let leader = usize::try_from(status.leader_id).ok()?;
+        let leader = usize::try_from(list.leader_id).ok()?;
         (1..=cluster.endpoints().len()).contains(&leader).then(|| leader - 1)
     }
 

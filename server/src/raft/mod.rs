@@ -203,20 +203,29 @@ impl RaftTiming {
     /// after its last heartbeat, twice etcd's 1–2 s.
     ///
     /// So openraft gets `max = b` and `min = a` (see
-    /// [`RaftTiming::openraft_election_timeouts`]) with
+    /// [`RaftTiming::openraft_election_timeouts`]), and the first election
+    /// starts within `[a + b, 2b)` of the last heartbeat
+    /// ([`RaftTiming::first_election_window`]), checked every
+    /// `1.5 × heartbeat` (openraft's tick; etcd's is one heartbeat). The
+    /// values are chosen so that:
     ///
-    /// * `2b ≈ election_max` and `a + b ≈ election_min`: the first election
-    ///   then starts within `[a + b, 2b) ≈ [election_min, election_max)` of
-    ///   the last heartbeat ([`RaftTiming::first_election_window`]), checked
-    ///   every `1.5 × heartbeat` (openraft's tick; etcd's is one heartbeat);
     /// * `a ≥ 2 × heartbeat`: `[a, b)` is also how often a candidate retries
     ///   an election that failed (a split vote), and an election needs a
     ///   round trip plus a vote fsync on each side; the heartbeat is the
     ///   operator's bound on a round trip (etcd's guidance), so a retry never
-    ///   comes sooner than two of them. With `election_min = election_max /
-    ///   2` (the defaults) `election_min − b` is 0, so this floor decides: the
-    ///   defaults give `a = 200`, `b = 1000`, a first election within
-    ///   [1200, 2000) ms and retries every [200, 1000) ms;
+    ///   comes sooner than two of them;
+    /// * `a + b = election_min` and `2b ≤ election_max`: the window lies in
+    ///   the configured range and starts where it starts, so a dead leader
+    ///   is replaced as early as the operator allowed. With the defaults
+    ///   (`election_min = election_max / 2`) that takes `b = election_min −
+    ///   2 × heartbeat`: `a = 200`, `b = 800`, a first election within
+    ///   [1000, 1600) ms and retries every [200, 800) ms. The window is then
+    ///   narrower than the range (600 ms of 1000), still six heartbeats wide,
+    ///   so two followers rarely time out together; where the range is too
+    ///   tight to keep the window at least two heartbeats wide this way
+    ///   (`election_min < 6 × heartbeat`), `b = election_max / 2` instead and
+    ///   the window ends at the range's end and starts at `election_min` or
+    ///   `b + 2 × heartbeat`, whichever is later;
     /// * `heartbeat < a < b` (openraft's `validate`), taking precedence over
     ///   the above for settings too tight to allow them.
     ///
@@ -254,8 +263,15 @@ impl RaftTiming {
         let heartbeat = self.heartbeat.as_millis() as u64;
         let election_min = self.election_min.as_millis() as u64;
         let election_max = self.election_max.as_millis() as u64;
-        // The lease; room for heartbeat < a < b.
-        let b = (election_max / 2).max(heartbeat + 2);
+        // The lease: the first election window [a + b, 2b) starts at
+        // election_min with a = 2 heartbeats, if that leaves it two
+        // heartbeats wide; room for heartbeat < a < b.
+        let b = if election_min >= 6 * heartbeat {
+            (election_max / 2).min(election_min - 2 * heartbeat)
+        } else {
+            election_max / 2
+        }
+        .max(heartbeat + 2);
         let a = election_min
             .saturating_sub(b)
             .max(2 * heartbeat)
@@ -300,14 +316,14 @@ mod tests {
     fn defaults_campaign_within_the_election_range() {
         let t = RaftTiming::default();
         let config = t.openraft_config("c").unwrap();
-        assert_eq!((config.election_timeout_min, config.election_timeout_max), (200, 1000));
+        assert_eq!((config.election_timeout_min, config.election_timeout_max), (200, 800));
         assert_eq!(config.heartbeat_interval, 100);
-        // First election after the leader's last heartbeat: 1200..2000 ms,
-        // inside the configured 1000..2000 ms (it was 3000..4000 ms when the
-        // settings were passed through).
-        assert_eq!(implied_window(&config), (1200, 2000));
+        // First election after the leader's last heartbeat: 1000..1600 ms,
+        // inside the configured 1000..2000 ms and starting where it starts
+        // (it was 3000..4000 ms when the settings were passed through).
+        assert_eq!(implied_window(&config), (1000, 1600));
         let w = t.first_election_window();
-        assert_eq!((w.start.as_millis(), w.end.as_millis()), (1200, 2000));
+        assert_eq!((w.start.as_millis(), w.end.as_millis()), (1000, 1600));
     }
 
     #[test]
@@ -315,7 +331,7 @@ mod tests {
         // (heartbeat, election min, max) -> openraft (min, max), window.
         let cases = [
             // The integration tests' settings.
-            ((50, 500, 1000), (100, 500), (600, 1000)),
+            ((50, 500, 1000), (100, 400), (500, 800)),
             // The store suite's.
             ((50, 150, 300), (100, 150), (250, 300)),
             // A narrow range: the window is the range itself.
@@ -380,7 +396,14 @@ mod tests {
                     if b > 2 * hb {
                         assert!(a >= 2 * hb, "{ctx}");
                     }
-                    if hi >= 2 * (2 * hb + 1) {
+                    if lo >= 6 * hb {
+                        // Room for a window two heartbeats wide that starts
+                        // at the configured start: it does, to the
+                        // millisecond, and ends inside the range.
+                        assert!(start <= lo && start + 1 >= lo, "{ctx}");
+                        assert!(end <= hi, "{ctx}");
+                        assert!(end - start >= (2 * hb).min(hi - lo - 1), "{ctx}");
+                    } else if hi >= 2 * (2 * hb + 1) {
                         // Room for a > 2 heartbeats: the window ends at the
                         // configured end, to the millisecond, and starts at
                         // the configured start or at lease + 2 heartbeats.
