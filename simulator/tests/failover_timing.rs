@@ -115,7 +115,7 @@ fn followers_campaign_within_the_election_range_after_the_leader_dies() {
     );
 
     let mut delays = Vec::new();
-    for seed in 1..=6 {
+    for seed in 1..=10 {
         let report = run(&SimConfig {
             seed,
             duration: Duration::from_secs(40),
