@@ -553,11 +553,14 @@ fn goals(rows: &[Row]) -> Vec<(String, String, &'static str)> {
             .find(|r| r.workload == w && r.phase == phase && r.metric == metric)
             .and_then(|r| ratio(r.values.get(&System::Roster), r.values.get(&System::Etcd)))
     };
-    let put_phases: Vec<String> = rows
-        .iter()
-        .filter(|r| r.workload == Workload::Put && r.metric == "writes/s")
-        .map(|r| r.phase.clone())
-        .collect();
+    let phases = |w: Workload, metric: &str| -> Vec<String> {
+        rows.iter()
+            .filter(|r| r.workload == w && r.metric == metric)
+            .map(|r| r.phase.clone())
+            .collect()
+    };
+    let put_phases = phases(Workload::Put, "writes/s");
+    let renew_phases = phases(Workload::Renew, "renewals/s");
     let mut out = Vec::new();
     let verdict = |ok: Option<bool>| match ok {
         Some(true) => "yes",
@@ -575,24 +578,31 @@ fn goals(rows: &[Row]) -> Vec<(String, String, &'static str)> {
         out.push((goal, measured, verdict(met)));
     };
     let clients = |p: &str| p.split(' ').next().and_then(|n| n.parse::<usize>().ok()).unwrap_or(0);
-    check(
-        "writes/s ≥ 3× etcd at 1 client".into(),
-        put_phases
-            .iter()
-            .filter(|p| clients(p) == 1)
-            .map(|p| (p.clone(), find(Workload::Put, p, "writes/s")))
-            .collect(),
-        &|x| x >= 3.0,
-    );
-    check(
-        "writes/s ≥ 1.5× etcd at 16+ clients".into(),
-        put_phases
-            .iter()
-            .filter(|p| clients(p) >= 16)
-            .map(|p| (p.clone(), find(Workload::Put, p, "writes/s")))
-            .collect(),
-        &|x| x >= 1.5,
-    );
+    for (what, workload, metric, phases) in [
+        ("writes/s", Workload::Put, "writes/s", &put_phases),
+        (
+            "lease renewals/s (closed loop)",
+            Workload::Renew,
+            "renewals/s",
+            &renew_phases,
+        ),
+    ] {
+        let at = |keep: &dyn Fn(usize) -> bool| -> Vec<(String, Option<f64>)> {
+            phases
+                .iter()
+                .filter(|p| keep(clients(p)))
+                .map(|p| (p.clone(), find(workload, p, metric)))
+                .collect()
+        };
+        check(format!("{what} ≥ 3× etcd at 1 client"), at(&|n| n == 1), &|x| {
+            x >= 3.0
+        });
+        check(
+            format!("{what} ≥ 1.5× etcd at 16+ clients"),
+            at(&|n| n >= 16),
+            &|x| x >= 1.5,
+        );
+    }
     check(
         "cluster CPU per write ≤ ½ etcd's".into(),
         put_phases

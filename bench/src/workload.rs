@@ -32,6 +32,8 @@ pub enum Workload {
     Get,
     /// Grant leases and keep them alive.
     Lease,
+    /// Concurrent clients each renewing its own lease in a closed loop.
+    Renew,
     /// Candidates cycling campaign → elected → resign.
     Election,
     /// kill -9 of the cluster's leader under a continuous writer.
@@ -44,10 +46,11 @@ pub enum Workload {
 
 impl Workload {
     /// Every workload, in run order.
-    pub const ALL: [Workload; 7] = [
+    pub const ALL: [Workload; 8] = [
         Workload::Put,
         Workload::Get,
         Workload::Lease,
+        Workload::Renew,
         Workload::Election,
         Workload::Failover,
         Workload::RoleFailover,
@@ -60,6 +63,7 @@ impl Workload {
             Workload::Put => "put",
             Workload::Get => "get",
             Workload::Lease => "lease",
+            Workload::Renew => "renew",
             Workload::Election => "election",
             Workload::Failover => "failover",
             Workload::RoleFailover => "role-failover",
@@ -86,6 +90,8 @@ pub struct Params {
     /// Renewal interval of every kept lease (the TTL / 3 both clients
     /// default to).
     pub lease_renew: Duration,
+    /// Closed-loop renewers of the renew workload, one phase each.
+    pub renew_clients: Vec<usize>,
     /// Candidates of the election workload.
     pub candidates: usize,
     /// Leader kills of the failover workload.
@@ -185,6 +191,7 @@ pub async fn run<D: Driver>(mut ctx: Ctx<'_, D>, workload: Workload) -> Result<V
         Workload::Put => put(&ctx).await,
         Workload::Get => get(&ctx).await,
         Workload::Lease => lease(&ctx).await,
+        Workload::Renew => renew(&ctx).await,
         Workload::Election => election(&ctx).await,
         Workload::Failover => failover(&mut ctx).await,
         Workload::RoleFailover => role_failover(&ctx).await,
@@ -299,6 +306,23 @@ where
     Ok(total)
 }
 
+/// Throughput, latency quantiles and cluster CPU per operation of a
+/// closed-loop phase (`ops/s`, `p50`, `p99`, `cluster CPU per op`).
+fn closed_loop_figures(ops: &str, op: &str, tally: &mut Tally, cpu: &CpuUsage) -> Vec<Figure> {
+    let n = tally.lat.len() as f64;
+    vec![
+        figure(&format!("{ops}/s"), "/s", n / cpu.wall_s, true),
+        figure("p50", "ms", tally.lat.quantile_ms(0.5), false),
+        figure("p99", "ms", tally.lat.quantile_ms(0.99), false),
+        figure(
+            &format!("cluster CPU per {op}"),
+            "µs",
+            cpu.cluster_s * 1e6 / n.max(1.0),
+            false,
+        ),
+    ]
+}
+
 async fn put<D: Driver>(ctx: &Ctx<'_, D>) -> Result<Vec<Measurement>> {
     let p = ctx.params;
     let mut out = Vec::new();
@@ -321,19 +345,9 @@ async fn put<D: Driver>(ctx: &Ctx<'_, D>) -> Result<Vec<Measurement>> {
         })
         .await?;
         let cpu = meter.finish(&ctx.cluster.pids());
-        let n = tally.lat.len() as f64;
-        out.push(measurement(
-            format!("{clients} clients"),
-            cpu,
-            tally.errors,
-            vec![
-                figure("writes/s", "/s", n / cpu.wall_s, true),
-                figure("p50", "ms", tally.lat.quantile_ms(0.5), false),
-                figure("p99", "ms", tally.lat.quantile_ms(0.99), false),
-                figure("cluster CPU per write", "µs", cpu.cluster_s * 1e6 / n.max(1.0), false),
-                figure("cluster CPU", "cores", cpu.cluster_cores(), false),
-            ],
-        ));
+        let mut figures = closed_loop_figures("writes", "write", &mut tally, &cpu);
+        figures.push(figure("cluster CPU", "cores", cpu.cluster_cores(), false));
+        out.push(measurement(format!("{clients} clients"), cpu, tally.errors, figures));
     }
     Ok(out)
 }
@@ -362,17 +376,12 @@ async fn get<D: Driver>(ctx: &Ctx<'_, D>) -> Result<Vec<Measurement>> {
         })
         .await?;
         let cpu = meter.finish(&ctx.cluster.pids());
-        let n = tally.lat.len() as f64;
+        let figures = closed_loop_figures("reads", "read", &mut tally, &cpu);
         out.push(measurement(
             format!("{mode}, {} clients", p.get_clients),
             cpu,
             tally.errors,
-            vec![
-                figure("reads/s", "/s", n / cpu.wall_s, true),
-                figure("p50", "ms", tally.lat.quantile_ms(0.5), false),
-                figure("p99", "ms", tally.lat.quantile_ms(0.99), false),
-                figure("cluster CPU per read", "µs", cpu.cluster_s * 1e6 / n.max(1.0), false),
-            ],
+            figures,
         ));
     }
     Ok(out)
@@ -472,6 +481,39 @@ async fn lease<D: Driver>(ctx: &Ctx<'_, D>) -> Result<Vec<Measurement>> {
             ],
         ));
         drop(leases);
+    }
+    Ok(out)
+}
+
+/// Renewal throughput: each client holds a lease of its own and renews it
+/// in a closed loop (renew, wait for the acknowledgement, renew again), the
+/// most renewals the cluster can be made to commit and answer. Real
+/// clients renew every third of the TTL; this is the load of a renewal
+/// storm, e.g. every agent reconnecting at once after a network blip.
+async fn renew<D: Driver>(ctx: &Ctx<'_, D>) -> Result<Vec<Measurement>> {
+    let p = ctx.params;
+    let mut out = Vec::new();
+    for &clients in &p.renew_clients {
+        ctx.progress.set_message(format!("renew, {clients} clients"));
+        let conns = pool(ctx.driver, ctx.cluster, clients.min(p.max_conns), TUNING).await?;
+        let mut ids = Vec::with_capacity(clients);
+        for client in 0..clients {
+            ids.push(conns[client % conns.len()].lease_grant(p.lease_ttl).await?);
+        }
+        // Warm-up: every connection has renewed once before the clock starts.
+        for (c, id) in conns.iter().zip(&ids) {
+            c.renew_once(*id).await?;
+        }
+        let ids = Arc::new(ids);
+        let meter = CpuMeter::start(&ctx.cluster.pids());
+        let mut tally = closed_loop(&conns, clients, p.duration, move |conn, client, _| {
+            let id = ids[client];
+            async move { conn.renew_once(id).await }
+        })
+        .await?;
+        let cpu = meter.finish(&ctx.cluster.pids());
+        let figures = closed_loop_figures("renewals", "renewal", &mut tally, &cpu);
+        out.push(measurement(format!("{clients} clients"), cpu, tally.errors, figures));
     }
     Ok(out)
 }

@@ -552,6 +552,26 @@ impl Client {
     /// deadline, or with `INVALID_ARGUMENT` for bad options.
     pub async fn keep_lease(&self, id: i64, ttl: Duration, opts: KeeperOptions) -> Result<LeaseKeeper, Error> {
         opts.validate(ttl)?;
+        let (sent, ttl) = self.renew_once_timed(id).await?;
+        Ok(self.start_keeper(id, ttl, sent, opts))
+    }
+
+    /// Renews lease `id` once and returns the TTL it was renewed for, as
+    /// etcd's `KeepAliveOnce`: one `KeepAlive` stream, one renewal,
+    /// acknowledged only once committed, under the usual retry and deadline
+    /// contract. Fails with `NOT_FOUND` if the lease no longer exists.
+    ///
+    /// This vouches for nothing by itself: an application that acts as a
+    /// lease holder should use a [`LeaseKeeper`], which computes a safe
+    /// local deadline from each acknowledgement. This call is for scripts
+    /// and tools that only need the lease to live on.
+    pub async fn lease_keep_alive_once(&self, id: i64) -> Result<Duration, Error> {
+        Ok(self.renew_once_timed(id).await?.1)
+    }
+
+    /// One acknowledged renewal of lease `id`: when its request was handed
+    /// to the transport (read before it could leave) and the TTL answered.
+    async fn renew_once_timed(&self, id: i64) -> Result<(Instant, Duration), Error> {
         let clock = self.clock().clone();
         let (sent, ack) = self
             .call("LeaseKeepAlive", Idempotency::Safe, move |channel, budget| {
@@ -587,7 +607,7 @@ impl Client {
                 status: Status::not_found(format!("lease {id} not found")),
             });
         }
-        Ok(self.start_keeper(id, Duration::from_millis(ack.ttl_ms), sent, opts))
+        Ok((sent, Duration::from_millis(ack.ttl_ms)))
     }
 
     /// Spawns the keeper task for a lease whose TTL `ttl` was vouched for by

@@ -36,6 +36,7 @@ use crate::raft::disk::Disk;
 use crate::raft::log_store::LogStore;
 use crate::raft::network::{NetworkFactory, Peers, MAX_PEER_MESSAGE_BYTES};
 use crate::raft::state_machine::StateMachineStore;
+use crate::raft::takeover::Takeover;
 use crate::raft::{NodeId, Raft};
 
 pub struct RunningNode {
@@ -104,7 +105,8 @@ impl RunningNode {
             config.request_timeout,
             config.timing.election_max,
             disk.committed.clone(),
-        );
+        )
+        .with_takeover(Takeover::new(raft.clone(), &config.timing));
 
         let grpc_listener = health::bind(config.listen).await?;
         let grpc_addr = grpc_listener.local_addr()?;

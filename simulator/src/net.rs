@@ -504,7 +504,8 @@ impl RaftNetwork<TypeConfig> for NetClient {
         self.rpc(
             what,
             option.hard_ttl(),
-            |target| async move { target.raft.vote(rpc).await },
+            // What the transport service does on a real node.
+            |target| async move { target.ctx.vote(rpc).await },
         )
         .await
     }

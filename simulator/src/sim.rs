@@ -9,6 +9,7 @@ use std::time::Duration;
 use openraft::error::{InitializeError, RaftError};
 use openraft::{BasicNode, ServerState};
 use roster_server::raft::state_machine::StateMachineStore;
+use roster_server::raft::takeover::Takeover;
 use roster_server::raft::{codec, seed_thread_rng, Entry, NodeId, Raft, RaftMetrics, RaftTiming};
 use roster_server::state::{Command, Op, PutOp};
 use tokio::time::Instant;
@@ -494,7 +495,8 @@ impl Cluster {
             self.timing.election_max,
             Arc::new(AtomicU64::new(0)),
         )
-        .with_clock(self.node_clock(id));
+        .with_clock(self.node_clock(id))
+        .with_takeover(Takeover::new(raft.clone(), &self.timing));
         let (incoming, accepted) = mpsc::unbounded_channel();
         let (stop, stopped) = watch::channel(false);
         let streams = Streams::new(StreamLimit::default(), stopped.clone());

@@ -120,7 +120,7 @@ fn planted_keepalive_ack_before_commit_is_caught() {
     caught_by(
         Planted::KeepaliveAckBeforeCommit,
         KEEPALIVE_FAULTS,
-        20,
+        30,
         "role-exclusivity",
     );
 }
@@ -170,7 +170,7 @@ fn failing_run_shrinks_and_replays() {
         fault_kinds: roster_simulator::faults::parse(KEEPALIVE_FAULTS).unwrap(),
         ..config(seed, 3, 60)
     };
-    let (seed, _) = first_caught(20, cfg).expect("a failing seed to shrink");
+    let (seed, _) = first_caught(30, cfg).expect("a failing seed to shrink");
     let failed = run(&cfg(seed));
     let shrunk = roster_simulator::shrink::shrink(&cfg(seed), failed, |_, _| {});
     assert!(

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use roster_client::proto::PutRequest;
 use roster_client::{KeeperOptions, LeaseState};
 use roster_tests::proxy::Proxy;
-use roster_tests::{client_for, Cluster};
+use roster_tests::{client_for, eventually, Cluster};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kept_lease_survives_killing_the_roster_leader() {
@@ -86,4 +86,35 @@ async fn a_cut_off_holder_knows_it_lost_the_lease_before_the_cluster_ends_it() {
     );
     assert!(lost_at < ended);
     assert!(ended - cut_at < ttl + Duration::from_millis(1500));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive_once_renews_for_the_full_ttl_and_reports_a_missing_lease() {
+    let cluster = Cluster::start(3);
+    cluster.wait_for_leader(Duration::from_secs(20)).await;
+    let client = client_for(cluster.endpoints(), Duration::from_secs(5)).await;
+    let ttl = Duration::from_secs(3);
+    let id = client.lease_grant(ttl).await.expect("grant").id;
+
+    // Let a good part of the TTL pass (the leader's view), then renew once.
+    eventually(ttl * 2, "the lease to run down below 2 s", || async {
+        let left = client.lease_time_to_live(id, false).await.ok()?.remaining_ms;
+        (left < 2000).then_some(())
+    })
+    .await;
+    let renewed = client.lease_keep_alive_once(id).await.expect("renew once");
+    assert_eq!(renewed, ttl, "renewed for the granted TTL");
+    let left = client
+        .lease_time_to_live(id, false)
+        .await
+        .expect("time to live")
+        .remaining_ms;
+    assert!(left > 2000, "the renewal did not move the deadline: {left} ms left");
+
+    client.lease_revoke(id).await.expect("revoke");
+    let err = client
+        .lease_keep_alive_once(id)
+        .await
+        .expect_err("a revoked lease cannot be renewed");
+    assert_eq!(err.code(), tonic::Code::NotFound, "{err}");
 }

@@ -120,6 +120,13 @@ impl Conn for EtcdConn {
         Ok(self.client.clone().lease_grant(ttl_secs(ttl), None).await?.id())
     }
 
+    async fn renew_once(&self, id: i64) -> Result<()> {
+        // `lease_keep_alive` opens a stream, sends one renewal and consumes
+        // its answer: exactly one renewal, as Go's `KeepAliveOnce`.
+        self.client.clone().lease_keep_alive(id).await?;
+        Ok(())
+    }
+
     async fn keep_lease(
         &self,
         id: i64,

@@ -86,6 +86,11 @@ pub trait Conn: Clone + Send + Sync + 'static {
     /// Grants a lease of `ttl` and returns its id.
     fn lease_grant(&self, ttl: Duration) -> impl Future<Output = Result<i64>> + Send;
 
+    /// Renews lease `id` once, as an application without a keeper would
+    /// (etcd's `KeepAliveOnce`): one keepalive stream, one renewal, its
+    /// acknowledgement. Fails if the lease is gone.
+    fn renew_once(&self, id: i64) -> impl Future<Output = Result<()>> + Send;
+
     /// Keeps lease `id` (granted with `ttl`) alive, renewing every
     /// `renew_every`; adds one to `renewals` per acknowledged renewal.
     /// Returns once the first renewal has been acknowledged.

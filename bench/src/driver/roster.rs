@@ -136,6 +136,11 @@ impl Conn for RosterConn {
         Ok(self.client.lease_grant(ttl).await?.id)
     }
 
+    async fn renew_once(&self, id: i64) -> Result<()> {
+        self.client.lease_keep_alive_once(id).await?;
+        Ok(())
+    }
+
     async fn keep_lease(
         &self,
         id: i64,

@@ -5,6 +5,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use openraft::error::RaftError;
+use openraft::raft::{VoteRequest, VoteResponse};
 use roster_env::Clock;
 
 use super::batch::Batcher;
@@ -12,6 +14,7 @@ use tokio::time::Instant;
 
 use crate::raft::network::Peers;
 use crate::raft::state_machine::StateMachineStore;
+use crate::raft::takeover::Takeover;
 use crate::raft::{NodeId, Raft, RaftMetrics};
 
 #[derive(Clone)]
@@ -35,6 +38,9 @@ pub struct NodeContext {
     /// Where this node's proposals queue to share log entries.
     pub batcher: Batcher,
     contact: Arc<LeaderContact>,
+    /// Takes over elections a behind candidate cannot win (not in tests
+    /// that build a context by hand).
+    takeover: Option<Takeover>,
 }
 
 /// When this node last heard from a leader that replicates to it.
@@ -74,7 +80,26 @@ impl NodeContext {
                 base: Instant::now(),
                 last_ms: AtomicU64::new(u64::MAX),
             }),
+            takeover: None,
         }
+    }
+
+    /// The same context, taking over elections that a candidate whose log
+    /// is behind this node's cannot win ([`Takeover`]).
+    #[must_use]
+    pub fn with_takeover(mut self, takeover: Takeover) -> Self {
+        self.takeover = Some(takeover);
+        self
+    }
+
+    /// Answers a vote request, as the peer transport does on every node.
+    pub async fn vote(&self, rpc: VoteRequest<NodeId>) -> Result<VoteResponse<NodeId>, RaftError<NodeId>> {
+        let asked = rpc.clone();
+        let result = self.raft.vote(rpc).await;
+        if let (Ok(answer), Some(takeover)) = (&result, &self.takeover) {
+            takeover.after_vote(&asked, answer, self.since_leader_contact());
+        }
+        result
     }
 
     /// The same context on another clock (the simulator's drifting ones).

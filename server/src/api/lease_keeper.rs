@@ -12,8 +12,9 @@
 //!
 //! While leading it keeps a deadline per lease on its monotonic clock:
 //! * a renewal is proposed in a batch (one entry carries every renewal that
-//!   arrived within [`RENEWAL_LINGER`] of the first, or while the previous
-//!   batch was being committed) and answered only
+//!   arrived while the previous batch was being committed, or — when the
+//!   leases are many enough for it to pay, [`linger_for`] — within
+//!   [`RENEWAL_LINGER`] of the first) and answered only
 //!   from the committed entry; the deadline becomes "now + TTL" when the
 //!   commit is seen, which is never earlier than the client's own view;
 //! * every [`CHECKPOINT_EVERY`] the remaining TTLs are committed;
@@ -58,15 +59,40 @@ pub const STALL_BOUND: Duration = Duration::from_millis(500);
 /// Renewals queued at once; a keepalive beyond this waits (backpressure).
 const QUEUE: usize = 16 * 1024;
 /// How long the first queued renewal waits for others before their batch
-/// is proposed. Renewals trickle in (each client renews a third of its TTL
-/// after the last), so without a wait most batches carry one or two and
-/// every renewal pays for a Raft entry of its own: replication, an fsync on
-/// each member, an apply. Ten milliseconds is nothing against a TTL of
-/// seconds (the client counts its deadline from the send time, so the wait
-/// never shortens what it believes). Measured: the cluster's CPU per
-/// renewal at 10,000 leases fell from 210 µs to 48 µs (docs/BENCHMARKS.md
-/// has the current figures). A batch that is full goes at once.
+/// is proposed, when waiting pays (see [`linger_for`]). Renewals trickle in
+/// (each client renews a third of its TTL after the last), so without a
+/// wait most batches carry one or two and every renewal pays for a Raft
+/// entry of its own: replication, an fsync on each member, an apply. Ten
+/// milliseconds is nothing against a TTL of seconds (the client counts its
+/// deadline from the send time, so the wait never shortens what it
+/// believes). Measured: the cluster's CPU per renewal at 10,000 leases fell
+/// from 210 µs to 48 µs (docs/BENCHMARKS.md has the current figures). A
+/// batch that is full goes at once.
 pub const RENEWAL_LINGER: Duration = Duration::from_millis(10);
+/// The wait pays only if at least this many more renewals are expected to
+/// arrive during it; with fewer, it would only add latency.
+const LINGER_PAYS_FROM: f64 = 1.0;
+/// Clients renew this many times per TTL by default (roster-client's and
+/// etcd's keepalive interval is a third of the TTL).
+const RENEWALS_PER_TTL: f64 = 3.0;
+
+/// How long a renewal waits for company, given the TTLs of the leases this
+/// leader keeps: [`RENEWAL_LINGER`] when the renewals they are expected to
+/// send within it number at least [`LINGER_PAYS_FROM`], else nothing (a
+/// handful of leases renew too rarely to share an entry; their renewals go
+/// at once, and batch only behind one already in flight). A pure function
+/// of the state, so the simulator replays it exactly.
+pub fn linger_for(ttls_ms: impl IntoIterator<Item = u64>) -> Duration {
+    let per_ms: f64 = ttls_ms
+        .into_iter()
+        .map(|ttl| RENEWALS_PER_TTL / ttl.max(1) as f64)
+        .sum();
+    if per_ms * RENEWAL_LINGER.as_millis() as f64 >= LINGER_PAYS_FROM {
+        RENEWAL_LINGER
+    } else {
+        Duration::ZERO
+    }
+}
 /// A batch this large goes without waiting out [`RENEWAL_LINGER`].
 const RENEWAL_BATCH_FULL: usize = 1024;
 
@@ -148,6 +174,8 @@ struct Keeper {
     /// When the oldest queued renewal arrived (tokio's clock: a delay, not
     /// a lease deadline).
     pending_since: Option<Instant>,
+    /// The current wait of a batch, [`linger_for`] the tracked leases.
+    linger: Duration,
     renewing: bool,
     ticking: bool,
     last_tick: Instant,
@@ -167,6 +195,7 @@ impl Keeper {
             leases: BTreeMap::new(),
             pending: BTreeMap::new(),
             pending_since: None,
+            linger: Duration::ZERO,
             renewing: false,
             ticking: false,
             last_tick: now,
@@ -230,7 +259,7 @@ impl Keeper {
         if self.pending.len() >= RENEWAL_BATCH_FULL {
             return Some(Instant::now());
         }
-        self.pending_since.map(|since| since + RENEWAL_LINGER)
+        self.pending_since.map(|since| since + self.linger)
     }
 
     /// Proposes the queued renewals as one entry, unless one is in flight
@@ -446,6 +475,7 @@ impl Keeper {
         self.last_revision = revision;
         let current = applied.state.leases();
         drop(applied);
+        self.linger = linger_for(current.iter().map(|info| info.ttl_ms));
         let mut live = BTreeMap::new();
         for info in current {
             let tracked = match self.leases.get(&info.id) {
@@ -595,4 +625,32 @@ async fn propose(ctx: &NodeContext, op: Op) -> Result<Response, RouteError> {
 
 fn unexpected(response: &Response) -> RouteError {
     RouteError::Internal(format!("unexpected answer to a lease command: {response:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_renewal_waits_for_company_only_when_company_is_expected() {
+        // No leases, or a few: nothing else will arrive within 10 ms.
+        assert_eq!(linger_for([]), Duration::ZERO);
+        assert_eq!(linger_for([9_000; 16]), Duration::ZERO);
+        assert_eq!(
+            linger_for([2_000; 60]),
+            Duration::ZERO,
+            "60 leases of 2 s: 0.9 expected"
+        );
+        // Enough that at least one more renewal is expected in the wait.
+        assert_eq!(
+            linger_for([2_000; 67]),
+            RENEWAL_LINGER,
+            "67 leases of 2 s: 1.005 expected"
+        );
+        assert_eq!(linger_for([9_000; 1_000]), RENEWAL_LINGER);
+        assert_eq!(linger_for([9_000; 10_000]), RENEWAL_LINGER);
+        // Short TTLs renew more often; a zero TTL cannot divide by zero.
+        assert_eq!(linger_for([0]), RENEWAL_LINGER);
+        assert_eq!(linger_for([u64::MAX; 3]), Duration::ZERO);
+    }
 }

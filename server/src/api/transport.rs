@@ -42,7 +42,7 @@ impl RaftTransport for TransportService {
 
     async fn vote(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
         let rpc = decode("vote", request.get_ref())?;
-        let result = self.ctx.raft.vote(rpc).await;
+        let result = self.ctx.vote(rpc).await;
         reply("vote reply", &result)
     }
 

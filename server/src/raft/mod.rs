@@ -16,6 +16,7 @@ pub mod log_store;
 pub mod network;
 pub mod snapshot_file;
 pub mod state_machine;
+pub mod takeover;
 pub mod unstick;
 pub mod wal;
 
