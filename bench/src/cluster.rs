@@ -70,10 +70,12 @@ impl Cluster {
             fs::remove_dir_all(&dir).with_context(|| format!("removing old run directory {}", dir.display()))?;
         }
         fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let client_ports = free_ports(MEMBERS)?;
+        // One call for all ports: nothing holds them between calls.
+        let ports = free_ports(2 * MEMBERS)?;
+        let (client_ports, peer_ports) = ports.split_at(MEMBERS);
         let members = match system {
-            System::Roster => roster_members(&dir, name, spec.timing, &client_ports),
-            System::Etcd => etcd_members(&dir, name, spec.timing, &client_ports, &free_ports(MEMBERS)?),
+            System::Roster => roster_members(&dir, name, spec.timing, client_ports),
+            System::Etcd => etcd_members(&dir, name, spec.timing, client_ports, peer_ports),
         };
         let mut cluster = Cluster {
             system,
@@ -215,16 +217,51 @@ impl Drop for Cluster {
 
 /// `n` distinct free loopback ports (bound once and released: another
 /// process could take one in between, which then fails the start loudly).
+/// `n` loopback ports that are free now and outside the kernel's range of
+/// ephemeral ports. Ports from `bind(0)` come from that range, and so do
+/// the source ports of every outgoing connection the clusters and clients
+/// open: a member (re)started on such a port later can find it taken ("bind:
+/// address already in use" failed a full run when an etcd member started).
 fn free_ports(n: usize) -> Result<Vec<u16>> {
-    let listeners = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0"))
-        .collect::<std::io::Result<Vec<_>>>()
-        .context("finding free loopback ports")?;
-    listeners
-        .iter()
-        .map(|l| Ok(l.local_addr()?.port()))
-        .collect::<std::io::Result<Vec<_>>>()
-        .context("reading a bound port")
+    let (low, high) = listen_range();
+    let span = u32::from(high - low);
+    // A start that differs between runs, so two benches side by side (or a
+    // crashed run's lingering processes) rarely collide; every candidate is
+    // still checked by binding it.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let start = (nanos ^ std::process::id().rotate_left(16)) % span;
+    let mut ports = Vec::with_capacity(n);
+    for step in 0..span {
+        if ports.len() == n {
+            break;
+        }
+        let port = low + ((start + step) % span) as u16;
+        if !ports.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            ports.push(port);
+        }
+    }
+    if ports.len() < n {
+        bail!("no {n} free loopback ports in {low}..{high}");
+    }
+    Ok(ports)
+}
+
+/// Where listening ports are picked: from 20000 up to the start of the
+/// ephemeral range (Linux: `ip_local_port_range`, 32768 by default).
+fn listen_range() -> (u16, u16) {
+    const LOW: u16 = 20_000;
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    if ephemeral_start > LOW + 1_000 {
+        (LOW, ephemeral_start)
+    } else {
+        // An unusual range: stay above it instead.
+        (61_000, 65_000)
+    }
 }
 
 fn roster_members(dir: &Path, name: &str, t: Timing, ports: &[u16]) -> Vec<Member> {
