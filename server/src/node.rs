@@ -91,6 +91,7 @@ impl RunningNode {
         let raft_config = Arc::new(config.timing.openraft_config(&config.cluster_name)?);
         let peers = Peers::default();
         let network = NetworkFactory { peers: peers.clone() };
+        crate::raft::stagger_start(&config.timing).await;
         let raft = Raft::new(config.id, raft_config, network, log_store, state.clone())
             .await
             .context("starting raft")?;

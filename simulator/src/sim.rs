@@ -473,6 +473,8 @@ impl Cluster {
             from: id,
             incarnation,
         };
+        // As rosterd: a random tick phase per node.
+        roster_server::raft::stagger_start(&self.timing).await;
         let raft = Raft::new(id, self.raft_config.clone(), network, log, state.clone())
             .await
             .expect("starting raft");

@@ -12,9 +12,9 @@
 //!
 //! While leading it keeps a deadline per lease on its monotonic clock:
 //! * a renewal is proposed in a batch (one entry carries every renewal that
-//!   arrived while the previous batch was being committed, or — when the
-//!   leases are many enough for it to pay, [`linger_for`] — within
-//!   [`RENEWAL_LINGER`] of the first) and answered only
+//!   arrived while the most batches allowed in flight,
+//!   [`RENEWALS_IN_FLIGHT`], were being committed, or — when the leases are many enough for it to pay,
+//!   [`linger_for`] — within [`RENEWAL_LINGER`] of the first) and answered only
 //!   from the committed entry; the deadline becomes "now + TTL" when the
 //!   commit is seen, which is never earlier than the client's own view;
 //! * every [`CHECKPOINT_EVERY`] the remaining TTLs are committed;
@@ -80,7 +80,7 @@ const RENEWALS_PER_TTL: f64 = 3.0;
 /// leader keeps: [`RENEWAL_LINGER`] when the renewals they are expected to
 /// send within it number at least [`LINGER_PAYS_FROM`], else nothing (a
 /// handful of leases renew too rarely to share an entry; their renewals go
-/// at once, and batch only behind one already in flight). A pure function
+/// at once, and batch only behind those already in flight). A pure function
 /// of the state, so the simulator replays it exactly.
 pub fn linger_for(ttls_ms: impl IntoIterator<Item = u64>) -> Duration {
     let per_ms: f64 = ttls_ms
@@ -93,6 +93,13 @@ pub fn linger_for(ttls_ms: impl IntoIterator<Item = u64>) -> Duration {
         Duration::ZERO
     }
 }
+/// Renewal batches in flight at once. One at a time made closed-loop
+/// renewers wait for the whole commit of the batch before theirs (16 of
+/// them reached 0.7× etcd's rate); Raft pipelines entries, so a few may go
+/// together. Each answer accounts for its own batch, and the state's
+/// renewal count (not the keeper's) decides every expiry, so their order
+/// does not matter.
+const RENEWALS_IN_FLIGHT: usize = 4;
 /// A batch this large goes without waiting out [`RENEWAL_LINGER`].
 const RENEWAL_BATCH_FULL: usize = 1024;
 
@@ -176,7 +183,8 @@ struct Keeper {
     pending_since: Option<Instant>,
     /// The current wait of a batch, [`linger_for`] the tracked leases.
     linger: Duration,
-    renewing: bool,
+    /// Renewal batches proposed and not yet answered.
+    renewing: usize,
     ticking: bool,
     last_tick: Instant,
     last_checkpoint: Instant,
@@ -196,7 +204,7 @@ impl Keeper {
             pending: BTreeMap::new(),
             pending_since: None,
             linger: Duration::ZERO,
-            renewing: false,
+            renewing: 0,
             ticking: false,
             last_tick: now,
             last_checkpoint: now,
@@ -250,10 +258,10 @@ impl Keeper {
         self.pending_since.get_or_insert_with(Instant::now);
     }
 
-    /// When the queued renewals are to be proposed, if they can be: none
-    /// in flight and this node in office.
+    /// When the queued renewals are to be proposed, if they can be: fewer
+    /// than [`RENEWALS_IN_FLIGHT`] batches in flight and this node in office.
     fn batch_due(&self) -> Option<Instant> {
-        if self.renewing || self.leading.is_none() {
+        if self.renewing >= RENEWALS_IN_FLIGHT || self.leading.is_none() {
             return None;
         }
         if self.pending.len() >= RENEWAL_BATCH_FULL {
@@ -262,8 +270,9 @@ impl Keeper {
         self.pending_since.map(|since| since + self.linger)
     }
 
-    /// Proposes the queued renewals as one entry, unless one is in flight
-    /// (then they go in the next: natural batching under load).
+    /// Proposes the queued renewals as one entry, unless the batches in
+    /// flight are at their limit (then they go in the next: natural
+    /// batching under load).
     fn flush_renewals(&mut self) {
         if self.pending.is_empty() || self.batch_due().is_none_or(|due| due > Instant::now()) {
             return;
@@ -279,7 +288,7 @@ impl Keeper {
             self.pending_since = None;
         }
         let ids: Vec<i64> = batch.iter().map(|(id, _)| *id).collect();
-        self.renewing = true;
+        self.renewing += 1;
         let (ctx, done) = (self.ctx.clone(), self.done_tx.clone());
         tokio::spawn(async move {
             let result = propose(&ctx, Op::LeaseRenew(LeaseRenewOp { ids }))
@@ -296,7 +305,7 @@ impl Keeper {
         let now = self.ctx.clock.now();
         match done {
             Done::Renewed { batch, result } => {
-                self.renewing = false;
+                self.renewing -= 1;
                 match result {
                     Ok(ttls) => {
                         let applied = self.ctx.state.read();
@@ -540,7 +549,7 @@ impl Keeper {
     /// client could believe). Skipped while a renewal batch is in flight
     /// (its answer accounts for it).
     fn adopt_unseen_renewals(&mut self, now: Instant) {
-        if self.renewing {
+        if self.renewing > 0 {
             return;
         }
         let applied = self.ctx.state.read();

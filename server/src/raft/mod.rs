@@ -291,6 +291,24 @@ impl RaftTiming {
     }
 }
 
+/// Waits a random fraction of openraft's election tick before a node's
+/// Raft starts.
+///
+/// openraft 0.9 checks its election timer on ticks of `1.5 × heartbeat`
+/// that start with `Raft::new` and keep their phase for the life of the
+/// process. Members started together (`rosterd dev`, a fleet brought up at
+/// once, the benchmark) tick in step, so two followers whose timeouts fall
+/// in the same tick interval start their elections within a millisecond of
+/// each other and split the vote; with the default window four ticks wide
+/// that is about one leader death in four, each costing a retry (0.75 s in
+/// the failover benchmark that found it). A random start phase per node
+/// makes such ties as rare as two clocks agreeing to the round trip.
+pub async fn stagger_start(timing: &RaftTiming) {
+    let tick_ms = (timing.heartbeat.as_millis() as u64).saturating_mul(3) / 2;
+    let wait = roster_env::random::in_range(0, tick_ms.saturating_sub(1));
+    tokio::time::sleep(Duration::from_millis(wait)).await;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
