@@ -475,6 +475,12 @@ the etcd driver `etcd-client`, each the way an application would.
   renewals through Raft (batched); etcd answers renewals from the leader
   without a Raft entry (only its checkpoints, off by default in 3.4, would
   be replicated) — a real difference in what a renewal guarantees.
+* **renew.** N clients, each with a lease of its own, renew in a closed
+  loop (renew, wait for the answer, renew again): one keepalive stream per
+  renewal on both sides (Roster: `Client::lease_keep_alive_once`; etcd:
+  `etcd-client`'s `lease_keep_alive`, which sends one renewal and reads its
+  answer, as Go's `KeepAliveOnce`). The most renewals each system can be
+  made to answer, e.g. after every agent reconnects at once.
 * **election.** K candidates, each with its own connection and lease, loop
   campaign → elected → resign. Roster: `Campaign` on a group's `primary`
   role (capacity 1); etcd: the v3 election service (`Campaign`, `Resign`).
@@ -483,8 +489,9 @@ the etcd driver `etcd-client`, each the way an application would.
 * **failover.** One client writes continuously (per-attempt timeout 500 ms
   on both; Roster's client retries by itself with 10–100 ms backoff, the
   bench retries etcd after 10 ms) while the bench `kill -9`s the leader.
-  Unavailability = first successful write after the kill − last successful
-  write before it; *new leader reported* = time until a surviving member's
+  Unavailability = first successful write *sent* after the kill − last
+  successful write before it (a write the dying leader committed can be
+  acknowledged just after the kill and proves nothing); *new leader reported* = time until a surviving member's
   status names a new leader. The killed member is restarted and catches up
   between kills.
 * **role-failover.** A holder and a waiting candidate, each with a lease of

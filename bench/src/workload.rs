@@ -595,7 +595,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 async fn failover<D: Driver>(ctx: &mut Ctx<'_, D>) -> Result<Vec<Measurement>> {
     let p = ctx.params;
     let conn = ctx.driver.connect(&ctx.cluster.endpoints(), FAILOVER_TUNING).await?;
-    let successes: Arc<Mutex<Vec<Instant>>> = Arc::default();
+    // Every acknowledged write as (sent, acknowledged).
+    let successes: Arc<Mutex<Vec<(Instant, Instant)>>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
     let writer = {
         let successes = Arc::clone(&successes);
@@ -605,11 +606,12 @@ async fn failover<D: Driver>(ctx: &mut Ctx<'_, D>) -> Result<Vec<Measurement>> {
             let mut errors = 0u64;
             let mut i = 0u64;
             while !stop.load(Ordering::Relaxed) {
+                let sent = Instant::now();
                 match conn
                     .put(format!("failover/{:04}", i % 1024).into_bytes(), val.clone())
                     .await
                 {
-                    Ok(()) => lock(&successes).push(Instant::now()),
+                    Ok(()) => lock(&successes).push((sent, Instant::now())),
                     Err(_) => {
                         errors += 1;
                         sleep(Duration::from_millis(10)).await;
@@ -645,12 +647,22 @@ async fn failover<D: Driver>(ctx: &mut Ctx<'_, D>) -> Result<Vec<Measurement>> {
         })
         .await
         .ok_or_else(|| anyhow!("no new leader within 30 s"))?;
+        // The first write *sent* after the kill that succeeded: a write the
+        // old leader committed just before it died can be acknowledged a
+        // moment after the kill, and says nothing about the new leader.
         let first_after = poll(Duration::from_secs(30), || async {
-            lock(&successes).iter().copied().find(|&t| t > killed)
+            lock(&successes)
+                .iter()
+                .find(|(sent, _)| *sent > killed)
+                .map(|(_, acked)| *acked)
         })
         .await
         .ok_or_else(|| anyhow!("no successful write within 30 s of the kill"))?;
-        let last_before = lock(&successes).iter().copied().rfind(|&t| t <= killed);
+        let last_before = lock(&successes)
+            .iter()
+            .map(|(_, acked)| *acked)
+            .filter(|&t| t <= killed)
+            .max();
         let last_before = last_before.ok_or_else(|| anyhow!("no successful write before the kill"))?;
         let cpu = {
             meter.sample(&ctx.cluster.pids());

@@ -72,13 +72,13 @@ fn planted_no_drift_margin_is_caught() {
 }
 
 /// Clock jumps break the drift assumption that lease safety rests on; the
-/// simulator shows it (an expected failure) within 30 seeds, by a lease rule,
-/// under the faults that provoke it most (cut-off and dying holders).
+/// simulator shows it (an expected failure) within 30 seeds, by a lease rule.
+/// (Which fault mix provokes it first moves with every timing change; the
+/// simulator's README has the rates.)
 #[test]
 fn clock_jumps_break_exclusivity() {
     let (seed, rules) = first_caught(30, |seed| SimConfig {
         clock_jumps: true,
-        fault_kinds: roster_simulator::faults::parse("clock,partition,client-kill").unwrap(),
         ..config(seed, 3, 60)
     })
     .expect("clock jumps never broke anything in seeds 1..=30");

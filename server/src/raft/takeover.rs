@@ -102,11 +102,17 @@ impl Takeover {
             return;
         }
         // The first campaign takes the next term, which the behind
-        // candidate may hold already (it voted for itself there).
+        // candidate may hold already (it voted for itself there). A leader
+        // of an older term does not count: the metrics may not show the
+        // campaign yet, and still name the dead leader (a first version
+        // waited on "some leader known" and never campaigned twice).
         let won = self
             .raft
             .wait(Some(self.round_trip))
-            .metrics(|m| m.current_leader.is_some(), "takeover: first campaign")
+            .metrics(
+                |m| m.current_leader.is_some() && m.current_term > term,
+                "takeover: first campaign",
+            )
             .await;
         if won.is_ok() {
             return;
