@@ -184,42 +184,27 @@ mod tests {
         // The benchmark's case: S (2-1027) at term 3, we (2-1028) still at 2.
         let req = request(3, 2, log(2, 1027));
         let resp = answer(2, 1, true, false, log(2, 1028));
-        assert!(should_take_over(&req, &resp, LONG_AGO, LEASE));
+        assert!(long_silent(&req, &resp));
         assert!(should_take_over(&req, &resp, None, LEASE), "never heard a leader");
+    }
+
+    /// The rule for a leader last heard long ago.
+    fn long_silent(req: &VoteRequest<NodeId>, resp: &VoteResponse<NodeId>) -> bool {
+        should_take_over(req, resp, LONG_AGO, LEASE)
     }
 
     #[test]
     fn no_takeover_otherwise() {
         let behind = request(3, 2, log(2, 1027));
         // The vote was granted.
-        assert!(!should_take_over(
-            &behind,
-            &answer(3, 2, false, true, log(2, 1027)),
-            LONG_AGO,
-            LEASE
-        ));
+        assert!(!long_silent(&behind, &answer(3, 2, false, true, log(2, 1027))));
         // Refused, but our log is not newer (refused by vote or by lease).
         let even = request(3, 2, log(2, 1028));
-        assert!(!should_take_over(
-            &even,
-            &answer(3, 3, false, false, log(2, 1028)),
-            LONG_AGO,
-            LEASE
-        ));
+        assert!(!long_silent(&even, &answer(3, 3, false, false, log(2, 1028))));
         let ahead = request(3, 2, log(2, 1029));
-        assert!(!should_take_over(
-            &ahead,
-            &answer(2, 1, true, false, log(2, 1028)),
-            LONG_AGO,
-            LEASE
-        ));
+        assert!(!long_silent(&ahead, &answer(2, 1, true, false, log(2, 1028))));
         // A stale candidate: our term is past its term.
-        assert!(!should_take_over(
-            &behind,
-            &answer(4, 3, true, false, log(2, 1028)),
-            LONG_AGO,
-            LEASE
-        ));
+        assert!(!long_silent(&behind, &answer(4, 3, true, false, log(2, 1028))));
         // A leader replicated to us within the lease.
         let recent = Some(Duration::from_millis(300));
         assert!(!should_take_over(
