@@ -217,21 +217,28 @@ impl RaftTiming {
     ///   comes sooner than two of them;
     /// * `a + b = election_min` and `2b ≤ election_max`: the window lies in
     ///   the configured range and starts where it starts, so a dead leader
-    ///   is replaced as early as the operator allowed. With the defaults
-    ///   (`election_min = election_max / 2`) that takes `b = election_min −
-    ///   2 × heartbeat`: `a = 200`, `b = 800`, a first election within
-    ///   [1000, 1600) ms and retries every [200, 800) ms. The window is then
-    ///   narrower than the range (600 ms of 1000), still six heartbeats wide,
-    ///   so two followers rarely time out together; where the range is too
-    ///   tight to keep the window at least two heartbeats wide this way
-    ///   (`election_min < 6 × heartbeat`), `b = election_max / 2` instead and
-    ///   the window ends at the range's end and starts at `election_min` or
-    ///   `b + 2 × heartbeat`, whichever is later;
+    ///   is replaced as early as the operator allowed;
+    /// * the window is three heartbeats wide (two of openraft's ticks) where
+    ///   the range allows: `b = (election_min + 3 × heartbeat) / 2`. With the
+    ///   defaults that is `a = 350`, `b = 650`: a first election within
+    ///   [1000, 1300) ms and retries every [350, 650) ms. A wider window only
+    ///   delays the replacement of a dead leader (the expected first
+    ///   campaign is the earliest of the survivors' draws); it was six
+    ///   heartbeats wide (`b = 800`) while members ticked in step and two
+    ///   followers whose timeouts fell in one tick split the vote. Since
+    ///   [`stagger_start`] gives each node its own tick phase, a tie needs
+    ///   two campaigns within the few milliseconds a vote request takes,
+    ///   about one leader death in a hundred with 300 ms. Where the range is
+    ///   too tight for that (`election_min < 7 × heartbeat`) the window
+    ///   narrows to two heartbeats (`b = election_min − 2 × heartbeat`, down
+    ///   to `election_min = 6 × heartbeat`); below that, `b = election_max /
+    ///   2` instead and the window ends at the range's end and starts at
+    ///   `election_min` or `b + 2 × heartbeat`, whichever is later;
     /// * `heartbeat < a < b` (openraft's `validate`), taking precedence over
     ///   the above for settings too tight to allow them.
     ///
-    /// The leader lease is then `b ≈ election_max / 2`, at least
-    /// `heartbeat + 2` ms and with the defaults ten heartbeats: a live leader
+    /// The leader lease is then `b`, at least `heartbeat + 2` ms and with the
+    /// defaults six and a half heartbeats: a live leader
     /// refreshes it long before it runs out, so a node that comes back from a
     /// partition with a higher term still cannot win votes from followers of
     /// a working leader. It runs out `a > heartbeat` before the first
@@ -265,10 +272,13 @@ impl RaftTiming {
         let election_min = self.election_min.as_millis() as u64;
         let election_max = self.election_max.as_millis() as u64;
         // The lease: the first election window [a + b, 2b) starts at
-        // election_min with a = 2 heartbeats, if that leaves it two
-        // heartbeats wide; room for heartbeat < a < b.
+        // election_min and is three heartbeats wide, or as wide as a ≥ 2
+        // heartbeats allows if that is still two heartbeats; room for
+        // heartbeat < a < b.
         let b = if election_min >= 6 * heartbeat {
-            (election_max / 2).min(election_min - 2 * heartbeat)
+            (election_max / 2)
+                .min(election_min - 2 * heartbeat)
+                .min((election_min + 3 * heartbeat) / 2)
         } else {
             election_max / 2
         }
@@ -335,14 +345,14 @@ mod tests {
     fn defaults_campaign_within_the_election_range() {
         let t = RaftTiming::default();
         let config = t.openraft_config("c").unwrap();
-        assert_eq!((config.election_timeout_min, config.election_timeout_max), (200, 800));
+        assert_eq!((config.election_timeout_min, config.election_timeout_max), (350, 650));
         assert_eq!(config.heartbeat_interval, 100);
-        // First election after the leader's last heartbeat: 1000..1600 ms,
+        // First election after the leader's last heartbeat: 1000..1300 ms,
         // inside the configured 1000..2000 ms and starting where it starts
         // (it was 3000..4000 ms when the settings were passed through).
-        assert_eq!(implied_window(&config), (1000, 1600));
+        assert_eq!(implied_window(&config), (1000, 1300));
         let w = t.first_election_window();
-        assert_eq!((w.start.as_millis(), w.end.as_millis()), (1000, 1600));
+        assert_eq!((w.start.as_millis(), w.end.as_millis()), (1000, 1300));
     }
 
     #[test]
@@ -350,12 +360,16 @@ mod tests {
         // (heartbeat, election min, max) -> openraft (min, max), window.
         let cases = [
             // The integration tests' settings.
-            ((50, 500, 1000), (100, 400), (500, 800)),
+            ((50, 500, 1000), (175, 325), (500, 650)),
             // The store suite's.
             ((50, 150, 300), (100, 150), (250, 300)),
+            // Three heartbeats wide wherever the range has room.
+            ((100, 1500, 2000), (600, 900), (1500, 1800)),
+            ((10, 900, 1000), (435, 465), (900, 930)),
+            // Room for two heartbeats only.
+            ((100, 650, 2000), (200, 450), (650, 900)),
             // A narrow range: the window is the range itself.
-            ((100, 1500, 2000), (500, 1000), (1500, 2000)),
-            ((10, 900, 1000), (400, 500), (900, 1000)),
+            ((100, 1500, 1700), (650, 850), (1500, 1700)),
             // Odd bounds round down by a millisecond at most.
             ((100, 1000, 1001), (499, 500), (999, 1000)),
             // As tight as the config checks allow (election min just above
@@ -422,6 +436,7 @@ mod tests {
                         assert!(start <= lo && start + 1 >= lo, "{ctx}");
                         assert!(end <= hi, "{ctx}");
                         assert!(end - start >= (2 * hb).min(hi - lo - 1), "{ctx}");
+                        assert!(end - start <= 3 * hb + 1, "{ctx}");
                     } else if hi >= 2 * (2 * hb + 1) {
                         // Room for a > 2 heartbeats: the window ends at the
                         // configured end, to the millisecond, and starts at
