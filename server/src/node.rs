@@ -70,11 +70,11 @@ pub fn grpc_router(ctx: &NodeContext, streams: Streams) -> Router {
                 .max_encoding_message_size(limits::MAX_RESPONSE_BYTES),
         )
         .add_service(
-            WatchServer::new(WatchService::new(ctx.clone(), streams))
+            WatchServer::new(WatchService::new(ctx.clone(), streams.clone()))
                 .max_encoding_message_size(limits::MAX_RESPONSE_BYTES),
         )
         .add_service(
-            RaftTransportServer::new(TransportService::new(ctx.clone()))
+            RaftTransportServer::new(TransportService::new(ctx.clone(), streams))
                 .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES),
         )

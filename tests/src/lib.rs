@@ -231,6 +231,27 @@ impl Cluster {
         }
     }
 
+    /// Freezes node `id` with SIGSTOP: its process keeps its sockets and
+    /// state but runs nothing until [`Cluster::resume`] (a stalled VM or a
+    /// long GC pause, as its peers see it).
+    pub fn pause(&self, id: u64) {
+        self.signal(id, libc::SIGSTOP);
+    }
+
+    /// Lets a paused node run again (SIGCONT).
+    pub fn resume(&self, id: u64) {
+        self.signal(id, libc::SIGCONT);
+    }
+
+    fn signal(&self, id: u64, signal: i32) {
+        let child = self.nodes[&id].child.as_ref().expect("a running node");
+        // SAFETY: sending a signal to a child process we own and have not
+        // reaped.
+        unsafe {
+            libc::kill(child.id() as i32, signal);
+        }
+    }
+
     /// Stops node `id` with SIGTERM and waits (up to 10 s) for a clean exit.
     /// Returns the exit status code.
     pub fn stop(&mut self, id: u64) -> Option<i32> {

@@ -86,13 +86,26 @@ async fn a_killed_node_restarts_and_catches_up() {
             .expect("write with one node down");
     }
     cluster.restart(victim);
-    let victim_client = client_for(vec![cluster.nodes[&victim].endpoint()], Duration::from_secs(5)).await;
-    eventually(Duration::from_secs(20), "restarted node to hold all 50 keys", || {
-        let c = victim_client.clone();
+    wait_for_keys(
+        &cluster,
+        victim,
+        "while-down/",
+        50,
+        "restarted node to hold all 50 keys",
+    )
+    .await;
+}
+
+/// Waits until node `id` holds `count` keys under `prefix` in its own state
+/// (a serializable read answered by that node).
+async fn wait_for_keys(cluster: &Cluster, id: u64, prefix: &str, count: u64, what: &str) {
+    let node_client = client_for(vec![cluster.nodes[&id].endpoint()], Duration::from_secs(5)).await;
+    eventually(Duration::from_secs(20), what, || {
+        let c = node_client.clone();
         async move {
             let r = c
                 .range(RangeRequest {
-                    key: b"while-down/".to_vec(),
+                    key: prefix.as_bytes().to_vec(),
                     prefix: true,
                     serializable: true,
                     count_only: true,
@@ -100,7 +113,7 @@ async fn a_killed_node_restarts_and_catches_up() {
                 })
                 .await
                 .ok()?;
-            (r.count == 50).then_some(())
+            (r.count == count).then_some(())
         }
     })
     .await;
@@ -157,4 +170,55 @@ async fn a_wiped_node_rejoins_through_a_snapshot() {
         .await
         .expect("serializable read on the rebuilt node");
     assert_eq!(r.count, 300);
+}
+
+/// A follower frozen (SIGSTOP) while writes go on leaves the leader's
+/// AppendEntries to it unanswered until they time out, which closes the
+/// leader's stream to it; once it runs again the leader opens a new stream,
+/// the follower catches up, and it counts towards the quorum again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_follower_catches_up_and_counts_again_when_it_resumes() {
+    let cluster = Cluster::start(3);
+    let leader = cluster.wait_for_leader(Duration::from_secs(20)).await;
+    let victim = cluster.others(leader)[0];
+    let leader_client = client_for(vec![cluster.nodes[&leader].endpoint()], Duration::from_secs(5)).await;
+    leader_client.put("before", "1").await.expect("write before the pause");
+
+    cluster.pause(victim);
+    // Write on for at least ten heartbeats (50 ms in the tests' settings):
+    // every AppendEntries to the paused follower in that time goes
+    // unanswered past its deadline.
+    let paused_at = Instant::now();
+    let mut written = 0;
+    while written < 50 || paused_at.elapsed() < Duration::from_millis(500) {
+        leader_client
+            .put(format!("while-paused/{written:04}"), "v")
+            .await
+            .expect("write with one follower paused");
+        written += 1;
+    }
+    cluster.resume(victim);
+
+    wait_for_keys(
+        &cluster,
+        victim,
+        "while-paused/",
+        written,
+        "the resumed follower to hold every write",
+    )
+    .await;
+
+    // The resumed node is part of the quorum again: with the third node
+    // paused, writes commit only through it and the leader.
+    let leader = cluster.wait_for_leader(Duration::from_secs(20)).await;
+    let third = *cluster
+        .others(leader)
+        .iter()
+        .find(|&&n| n != victim)
+        .unwrap_or(&cluster.others(leader)[0]);
+    cluster.pause(third);
+    let client = client_for(vec![cluster.nodes[&leader].endpoint()], Duration::from_secs(5)).await;
+    let result = client.put("with-the-resumed-follower", "1").await;
+    cluster.resume(third);
+    result.expect("write committed by the leader and the resumed follower");
 }

@@ -1,43 +1,97 @@
 //! Server side of the peer transport (`roster.raft.v1.RaftTransport`).
 
+use std::pin::Pin;
+
+use futures::Stream;
 use roster_proto::raft::raft_transport_server::RaftTransport;
 use roster_proto::raft::{LocalStatusRequest, RaftPayload, ReadIndexRequest, ReadIndexResponse};
 use roster_proto::v1::MemberStatus;
 use serde::Serialize;
-use tonic::{Request, Response, Status};
+use tokio::sync::mpsc;
+use tonic::{Request, Response, Status, Streaming};
 
+use super::common::{self, Streams};
 use super::route::{Proposal, RouteError};
 use super::{deadline, NodeContext};
 use crate::raft::codec;
 
 pub struct TransportService {
     ctx: NodeContext,
+    streams: Streams,
 }
 
 impl TransportService {
-    pub fn new(ctx: NodeContext) -> Self {
-        Self { ctx }
+    pub fn new(ctx: NodeContext, streams: Streams) -> Self {
+        Self { ctx, streams }
     }
 }
+
+type ReplyStream = Pin<Box<dyn Stream<Item = Result<RaftPayload, Status>> + Send>>;
 
 fn decode<T: serde::de::DeserializeOwned>(what: &'static str, payload: &RaftPayload) -> Result<T, Status> {
     codec::decode(what, &payload.data).map_err(|e| Status::invalid_argument(e.to_string()))
 }
 
-fn reply<T: Serialize>(what: &'static str, value: &T) -> Result<Response<RaftPayload>, Status> {
+fn payload<T: Serialize>(what: &'static str, value: &T) -> Result<RaftPayload, Status> {
     let data = codec::encode(what, value).map_err(|e| Status::internal(e.to_string()))?;
-    Ok(Response::new(RaftPayload { data }))
+    Ok(RaftPayload { data })
+}
+
+fn reply<T: Serialize>(what: &'static str, value: &T) -> Result<Response<RaftPayload>, Status> {
+    payload(what, value).map(Response::new)
+}
+
+/// Serves one leader's AppendEntries stream: each request is handed to
+/// Raft and answered before the next is read, so replies come in request
+/// order. Ends when the leader closes the stream or breaks it, when a reply
+/// cannot be delivered, after a request that cannot be decoded (answered
+/// with `INVALID_ARGUMENT`), or when the node stops.
+async fn serve_appends(
+    ctx: NodeContext,
+    mut requests: Streaming<RaftPayload>,
+    replies: mpsc::Sender<Result<RaftPayload, Status>>,
+    streams: Streams,
+) {
+    loop {
+        let request = tokio::select! {
+            request = requests.message() => request,
+            _ = streams.stopped() => return,
+        };
+        let Ok(Some(request)) = request else { return };
+        let reply = match decode("append entries", &request) {
+            Ok(rpc) => {
+                let result = ctx.raft.append_entries(rpc).await;
+                if result.as_ref().is_ok_and(|r| r.is_success()) {
+                    ctx.note_leader_contact();
+                }
+                payload("append entries reply", &result)
+            }
+            Err(status) => Err(status),
+        };
+        let last = reply.is_err();
+        if replies.send(reply).await.is_err() || last {
+            return;
+        }
+    }
 }
 
 #[tonic::async_trait]
 impl RaftTransport for TransportService {
-    async fn append_entries(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
-        let rpc = decode("append entries", request.get_ref())?;
-        let result = self.ctx.raft.append_entries(rpc).await;
-        if result.as_ref().is_ok_and(|r| r.is_success()) {
-            self.ctx.note_leader_contact();
-        }
-        reply("append entries reply", &result)
+    type AppendEntriesStreamStream = ReplyStream;
+
+    async fn append_entries_stream(
+        &self,
+        request: Request<Streaming<RaftPayload>>,
+    ) -> Result<Response<ReplyStream>, Status> {
+        // One reply in flight: the leader waits for each before sending on.
+        let (tx, rx) = mpsc::channel(1);
+        tokio::spawn(serve_appends(
+            self.ctx.clone(),
+            request.into_inner(),
+            tx,
+            self.streams.clone(),
+        ));
+        Ok(Response::new(Box::pin(common::until_stopped(rx, self.streams.clone()))))
     }
 
     async fn vote(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {

@@ -23,6 +23,7 @@ use roster_proto::raft::raft_transport_client::RaftTransportClient;
 use roster_proto::raft::RaftPayload;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tokio::sync::mpsc;
 use tonic::transport::{Channel, Endpoint};
 
 use super::codec;
@@ -122,6 +123,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             target,
             addr: node.addr.clone(),
             peers: self.peers.clone(),
+            appends: None,
         }
     }
 }
@@ -130,6 +132,20 @@ pub struct PeerNetwork {
     target: NodeId,
     addr: String,
     peers: Peers,
+    /// The open AppendEntries stream to this peer, if any. openraft sends
+    /// one AppendEntries at a time per target (`&mut self`), so the next
+    /// reply on the stream always answers the request just sent. The
+    /// stream is taken out for the length of a call and put back only
+    /// after a complete exchange: a call that fails, times out or is
+    /// dropped closes its stream, and no late reply can ever be read as the
+    /// answer to a later request.
+    appends: Option<AppendStream>,
+}
+
+/// One direction of requests, one of replies, on a single HTTP/2 stream.
+struct AppendStream {
+    requests: mpsc::Sender<RaftPayload>,
+    replies: tonic::Streaming<RaftPayload>,
 }
 
 fn encode_request<T: Serialize, E: std::error::Error>(req: &T) -> RpcResult<Vec<u8>, E> {
@@ -138,9 +154,9 @@ fn encode_request<T: Serialize, E: std::error::Error>(req: &T) -> RpcResult<Vec<
 
 type RpcResult<T, E = openraft::error::Infallible> = Result<T, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>;
 
+/// The RPCs sent as unary calls (AppendEntries has its own stream).
 #[derive(Clone, Copy)]
 enum Rpc {
-    AppendEntries,
     Vote,
     InstallSnapshot,
 }
@@ -169,12 +185,52 @@ impl PeerNetwork {
         request.set_timeout(option.hard_ttl());
         let call = async {
             match rpc {
-                Rpc::AppendEntries => client.append_entries(request).await,
                 Rpc::Vote => client.vote(request).await,
                 Rpc::InstallSnapshot => client.install_snapshot(request).await,
             }
+            .map(tonic::Response::into_inner)
         };
-        let reply = match tokio::time::timeout(option.hard_ttl(), call).await {
+        let outcome = tokio::time::timeout(option.hard_ttl(), call).await;
+        self.answer(outcome)
+    }
+
+    /// Sends an encoded AppendEntries on this peer's stream (opened first
+    /// if there is none) and reads its reply.
+    async fn exchange(&mut self, data: Vec<u8>) -> Result<RaftPayload, tonic::Status> {
+        let mut stream = match self.appends.take() {
+            Some(stream) => stream,
+            None => self.open_appends().await?,
+        };
+        let closed = || tonic::Status::unavailable("the AppendEntries stream to the peer closed");
+        stream.requests.send(RaftPayload { data }).await.map_err(|_| closed())?;
+        let reply = stream.replies.message().await?.ok_or_else(closed)?;
+        self.appends = Some(stream);
+        Ok(reply)
+    }
+
+    async fn open_appends(&self) -> Result<AppendStream, tonic::Status> {
+        let mut client = self.peers.client(&self.addr)?;
+        // One request in flight at a time; see `appends`.
+        let (requests, outgoing) = mpsc::channel(1);
+        let replies = client
+            .append_entries_stream(tokio_stream::wrappers::ReceiverStream::new(outgoing))
+            .await?
+            .into_inner();
+        Ok(AppendStream { requests, replies })
+    }
+
+    /// What openraft is told about a call: the transport's outcome mapped
+    /// onto its errors (and noted for the failure log), or the remote
+    /// Raft's own answer.
+    fn answer<Resp, E>(
+        &self,
+        outcome: Result<Result<RaftPayload, tonic::Status>, tokio::time::error::Elapsed>,
+    ) -> RpcResult<Resp, E>
+    where
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let reply = match outcome {
             Err(elapsed) => {
                 self.peers.note(
                     self.target,
@@ -193,7 +249,7 @@ impl PeerNetwork {
             }
             Ok(Ok(reply)) => {
                 self.peers.note(self.target, &self.addr, None);
-                reply.into_inner()
+                reply
             }
         };
         let result: Result<Resp, RaftError<NodeId, E>> =
@@ -218,7 +274,8 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
             let hint = (entries * MAX_APPEND_BYTES as u64 / data.len() as u64).max(1);
             return Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(hint)));
         }
-        self.send(Rpc::AppendEntries, data, &option).await
+        let outcome = tokio::time::timeout(option.hard_ttl(), self.exchange(data)).await;
+        self.answer(outcome)
     }
 
     async fn install_snapshot(
