@@ -7,7 +7,6 @@ use roster_proto::raft::raft_transport_server::RaftTransport;
 use roster_proto::raft::{LocalStatusRequest, RaftPayload, ReadIndexRequest, ReadIndexResponse};
 use roster_proto::v1::MemberStatus;
 use serde::Serialize;
-use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::common::{self, Streams};
@@ -43,36 +42,37 @@ fn reply<T: Serialize>(what: &'static str, value: &T) -> Result<Response<RaftPay
 
 /// Serves one leader's AppendEntries stream: each request is handed to
 /// Raft and answered before the next is read, so replies come in request
-/// order. Ends when the leader closes the stream or breaks it, when a reply
-/// cannot be delivered, after a request that cannot be decoded (answered
-/// with `INVALID_ARGUMENT`), or when the node stops.
-async fn serve_appends(
+/// order. The reply stream itself reads the requests (no task or channel in
+/// between: a hand-off less each way on every AppendEntries). Ends when the
+/// leader closes the stream or breaks it, after a request that cannot be
+/// decoded (answered with `INVALID_ARGUMENT`), or when the node stops
+/// (answered with `UNAVAILABLE`).
+fn serve_appends(
     ctx: NodeContext,
-    mut requests: Streaming<RaftPayload>,
-    replies: mpsc::Sender<Result<RaftPayload, Status>>,
+    requests: Streaming<RaftPayload>,
     streams: Streams,
-) {
-    loop {
+) -> impl Stream<Item = Result<RaftPayload, Status>> + Send + 'static {
+    futures::stream::unfold(Some((ctx, requests, streams)), |state| async move {
+        let (ctx, mut requests, streams) = state?;
         let request = tokio::select! {
+            biased;
+            _ = streams.stopped() => return Some((Err(common::shutting_down()), None)),
             request = requests.message() => request,
-            _ = streams.stopped() => return,
         };
-        let Ok(Some(request)) = request else { return };
-        let reply = match decode("append entries", &request) {
+        let Ok(Some(request)) = request else { return None };
+        match decode("append entries", &request) {
             Ok(rpc) => {
                 let result = ctx.raft.append_entries(rpc).await;
                 if result.as_ref().is_ok_and(|r| r.is_success()) {
                     ctx.note_leader_contact();
                 }
-                payload("append entries reply", &result)
+                let reply = payload("append entries reply", &result);
+                let next = reply.is_ok().then_some((ctx, requests, streams));
+                Some((reply, next))
             }
-            Err(status) => Err(status),
-        };
-        let last = reply.is_err();
-        if replies.send(reply).await.is_err() || last {
-            return;
+            Err(status) => Some((Err(status), None)),
         }
-    }
+    })
 }
 
 #[tonic::async_trait]
@@ -83,15 +83,11 @@ impl RaftTransport for TransportService {
         &self,
         request: Request<Streaming<RaftPayload>>,
     ) -> Result<Response<ReplyStream>, Status> {
-        // One reply in flight: the leader waits for each before sending on.
-        let (tx, rx) = mpsc::channel(1);
-        tokio::spawn(serve_appends(
+        Ok(Response::new(Box::pin(serve_appends(
             self.ctx.clone(),
             request.into_inner(),
-            tx,
             self.streams.clone(),
-        ));
-        Ok(Response::new(Box::pin(common::until_stopped(rx, self.streams.clone()))))
+        ))))
     }
 
     async fn vote(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
