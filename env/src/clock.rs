@@ -55,9 +55,17 @@ impl Segment {
 
     /// The true instant at which this segment's local clock reads `local`
     /// (now or later: a local time already passed maps to `true_now`).
+    ///
+    /// Rounded up, so that the clock reads at least `local` then:
+    /// `local_at` rounds down, and a `true_at` rounded down as well could
+    /// name the present for a deadline the clock reads a nanosecond short
+    /// of, and `sleep_until` would wake at once, again and again, without
+    /// simulated time ever moving (found with `roster-sim
+    /// --background-leases 30`, seed 266: the run never ended).
     fn true_at(&self, local: Instant, true_now: Instant) -> Instant {
         let ahead = local.saturating_duration_since(self.local_base).as_nanos() as i128;
-        let true_ns = ahead * PPM / (PPM + self.ppm as i128);
+        let rate = PPM + self.ppm as i128;
+        let true_ns = (ahead * PPM + rate - 1) / rate;
         (self.true_base + Duration::from_nanos(true_ns.max(0) as u64)).max(true_now)
     }
 }
@@ -234,6 +242,44 @@ mod tests {
         c.sleep(Duration::from_secs(3)).await;
         assert_eq!(c.now() - t0, Duration::from_secs(3));
         assert_eq!(c.true_instant_of(t0), t0);
+    }
+
+    /// The clock reads at least `local` at `true_at(local)`, for any rate
+    /// and distance (a deadline a nanosecond ahead included).
+    #[test]
+    fn true_at_never_names_an_instant_before_the_deadline() {
+        let base = Instant::now();
+        for ppm in [-150_000, -18_510, -1, 0, 1, 18_256, 150_000] {
+            let s = Segment {
+                true_base: base,
+                local_base: base,
+                ppm,
+            };
+            for ns in (0..2_000u64).chain((1..200).map(|k| k * 7_919_131)) {
+                let local = base + Duration::from_nanos(ns);
+                let t = s.true_at(local, base);
+                assert!(s.local_at(t) >= local, "ppm {ppm}, {ns} ns");
+                // And not later than needed: a nanosecond earlier reads less.
+                if t > base {
+                    assert!(s.local_at(t - Duration::from_nanos(1)) < local, "ppm {ppm}, {ns} ns");
+                }
+            }
+        }
+    }
+
+    /// A drifting clock's wait for a deadline a nanosecond ahead ends, and
+    /// the clock then reads at least the deadline.
+    #[tokio::test(start_paused = true)]
+    async fn a_deadline_a_nanosecond_ahead_is_reached() {
+        for ppm in [-18_510, 18_256, 99_999] {
+            let c = Clock::drifting(ppm, 0);
+            tokio::time::sleep(Duration::from_millis(1_234)).await;
+            let deadline = c.now() + Duration::from_nanos(1);
+            tokio::time::timeout(Duration::from_secs(1), c.sleep_until(deadline))
+                .await
+                .unwrap_or_else(|_| panic!("ppm {ppm}: never woke"));
+            assert!(c.now() >= deadline);
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -72,6 +72,9 @@ pub struct SimConfig {
     /// Also step clocks by seconds (breaks the drift assumption: expected
     /// to fail, to show what the assumption protects).
     pub clock_jumps: bool,
+    /// Extra leases every client keeps alive (see
+    /// [`workload::background_leases`]); 0 leaves the run as it was.
+    pub background_leases: usize,
     /// Capture the code's own `tracing` logs matching this filter into the
     /// trace (diagnosis; changes the hash).
     pub log: Option<String>,
@@ -141,6 +144,7 @@ impl Default for SimConfig {
             bug: None,
             rho: DEFAULT_RHO,
             clock_jumps: false,
+            background_leases: 0,
             log: None,
             keep_faults: None,
             fault_kinds: Fault::all(),
@@ -193,6 +197,20 @@ pub struct SimReport {
     pub full_trace: Option<Vec<String>>,
     /// Every kv operation of the clients.
     pub history: Vec<KvOp>,
+}
+
+impl SimReport {
+    /// Panics with the violations and the story before the first, if the
+    /// run broke any rule (for tests).
+    pub fn assert_no_violations(&self) {
+        assert!(
+            self.violations.is_empty(),
+            "seed {}: {:?}\n{}",
+            self.seed,
+            self.violations,
+            self.tail.join("\n")
+        );
+    }
 }
 
 pub const RULES: [&str; 12] = [
@@ -329,15 +347,25 @@ async fn spawn_actor(work: &Arc<Work>, shared: &Shared, id: u64) -> Actor {
     let role = tokio::spawn(role_loop(
         work.clone(),
         id,
-        client,
+        client.clone(),
         SimRng::derive(shared.seed, 0x801e + id),
         lease.clone(),
     ));
+    let mut tasks = vec![kv, role];
+    if work.cfg.background_leases > 0 {
+        // Only then: a task more changes the schedule of every run.
+        tasks.push(tokio::spawn(workload::background_leases(
+            work.clone(),
+            id,
+            client,
+            SimRng::derive(shared.seed, 0xba6e + id),
+        )));
+    }
     shared.record(&format!("c{id}"), format!("start, clock drift {} ppm", clock.ppm()));
     Actor {
         id,
         clock,
-        tasks: vec![kv, role],
+        tasks,
         lease,
     }
 }
@@ -747,6 +775,7 @@ async fn run_cluster(cfg: SimConfig, trace: SharedTrace) -> SimReport {
                 cfg.rho
             },
             pauses: cfg.faults && cfg.fault_kinds.contains(&Fault::HolderPause),
+            background_leases: cfg.background_leases,
         },
         trace.clone(),
     );

@@ -116,7 +116,13 @@ pub struct WorkConfig {
     pub client_rho: f64,
     /// Whether actors pause between checking and writing.
     pub pauses: bool,
+    /// Extra leases each actor keeps ([`background_leases`]).
+    pub background_leases: usize,
 }
+
+/// TTL of the background leases: short, so that few of them bring the
+/// leader's keeper to batch renewals with a wait.
+pub const BACKGROUND_TTL: Duration = Duration::from_secs(2);
 
 /// Shared between the actors and the run.
 pub struct Work {
@@ -374,6 +380,38 @@ pub async fn kv_loop(work: Arc<Work>, id: u64, client: Client, mut rng: SimRng) 
             Some(i) => log.kv[i] = done,
             None => log.kv.push(done),
         }
+    }
+}
+
+/// Keeps `work.cfg.background_leases` leases of [`BACKGROUND_TTL`] alive
+/// for actor `id`, each with its own keeper (as many processes of one
+/// application would), replacing any that is lost (a keeper gives up across
+/// a long partition). The load is the point: with enough leases the
+/// leader's keeper waits up to 10 ms to batch renewals (`linger_for`), and
+/// the role leases, which the checkers follow, renew in those batches. Runs
+/// until aborted (the actor's death, which drops the keepers).
+pub async fn background_leases(work: Arc<Work>, id: u64, client: Client, mut rng: SimRng) {
+    let want = work.cfg.background_leases;
+    let who = format!("c{id}");
+    let opts = KeeperOptions {
+        rho: work.cfg.client_rho,
+        ..Default::default()
+    };
+    let mut keepers = Vec::with_capacity(want);
+    let mut full_once = false;
+    loop {
+        keepers.retain(|k: &roster_client::LeaseKeeper| !k.state().is_lost());
+        while keepers.len() < want {
+            match client.grant_and_keep(BACKGROUND_TTL, opts).await {
+                Ok(keeper) => keepers.push(keeper),
+                Err(_) => break,
+            }
+        }
+        if keepers.len() == want && !full_once {
+            full_once = true;
+            work.record(&who, format!("keeps {want} background leases"));
+        }
+        tokio::time::sleep(Duration::from_millis(rng.range(200, 600))).await;
     }
 }
 

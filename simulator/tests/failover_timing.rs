@@ -123,12 +123,7 @@ fn followers_campaign_within_the_election_range_after_the_leader_dies() {
             fault_kinds: [Fault::Crash].into_iter().collect(),
             ..SimConfig::default()
         });
-        assert!(
-            report.violations.is_empty(),
-            "seed {seed}: {:?}\n{}",
-            report.violations,
-            report.tail.join("\n")
-        );
+        report.assert_no_violations();
         let trace = report.full_trace.expect("full trace kept");
         for d in first_election_delays(&trace) {
             // openraft 0.9 adds 2 × its max (`smaller_log_timeout`) to the

@@ -487,7 +487,15 @@ impl Keeper {
         self.last_revision = revision;
         let current = applied.state.leases();
         drop(applied);
-        self.linger = linger_for(current.iter().map(|info| info.ttl_ms));
+        let linger = linger_for(current.iter().map(|info| info.ttl_ms));
+        if linger != self.linger {
+            tracing::debug!(
+                wait_ms = linger.as_millis() as u64,
+                leases = current.len(),
+                "renewal batch wait changed"
+            );
+            self.linger = linger;
+        }
         let mut live = BTreeMap::new();
         for info in current {
             let tracked = match self.leases.get(&info.id) {
