@@ -12,9 +12,9 @@
 //!
 //! While leading it keeps a deadline per lease on its monotonic clock:
 //! * a renewal is proposed in a batch (one entry carries every renewal that
-//!   arrived while the previous batch was being committed
-//!   ([`RENEWALS_IN_FLIGHT`]), or — when the leases are many enough for it
-//!   to pay, [`linger_for`] — within [`RENEWAL_LINGER`] of the first) and answered only
+//!   arrived while the previous batch was being committed, or — when the
+//!   leases are many enough for it to pay, [`linger_for`] — within
+//!   [`RENEWAL_LINGER`] of the first) and answered only
 //!   from the committed entry; the deadline becomes "now + TTL" when the
 //!   commit is seen, which is never earlier than the client's own view;
 //! * every [`CHECKPOINT_EVERY`] the remaining TTLs are committed;
@@ -80,7 +80,7 @@ const RENEWALS_PER_TTL: f64 = 3.0;
 /// leader keeps: [`RENEWAL_LINGER`] when the renewals they are expected to
 /// send within it number at least [`LINGER_PAYS_FROM`], else nothing (a
 /// handful of leases renew too rarely to share an entry; their renewals go
-/// at once, and batch only behind those already in flight). A pure function
+/// at once, and batch only behind one already in flight). A pure function
 /// of the state, so the simulator replays it exactly.
 pub fn linger_for(ttls_ms: impl IntoIterator<Item = u64>) -> Duration {
     let per_ms: f64 = ttls_ms
@@ -93,16 +93,6 @@ pub fn linger_for(ttls_ms: impl IntoIterator<Item = u64>) -> Duration {
         Duration::ZERO
     }
 }
-/// Renewal batches in flight at once. Measured with 16 and 256 closed-loop
-/// renewers (the bench's `renew` workload, A/B in one session): one batch at
-/// a time carried 7,500–7,800 renewals/s at 16 renewers and 137–142 µs of
-/// cluster CPU each, four in flight 6,400–6,900/s at 172–188 µs (no
-/// difference at 256): on a CPU-bound leader fewer, larger entries win over
-/// pipelining. The keeper still counts batches, so that a larger number
-/// stays a one-line change: each answer accounts for its own batch, and the
-/// state's renewal count (not the keeper's) decides every expiry, so their
-/// order would not matter.
-const RENEWALS_IN_FLIGHT: usize = 1;
 /// A batch this large goes without waiting out [`RENEWAL_LINGER`].
 const RENEWAL_BATCH_FULL: usize = 1024;
 
@@ -186,8 +176,13 @@ struct Keeper {
     pending_since: Option<Instant>,
     /// The current wait of a batch, [`linger_for`] the tracked leases.
     linger: Duration,
-    /// Renewal batches proposed and not yet answered.
-    renewing: usize,
+    /// A renewal batch is proposed and not yet answered. One at a time:
+    /// measured with 16 closed-loop renewers (the bench's `renew` workload,
+    /// A/B in one session), one batch in flight carried 7,500–7,800
+    /// renewals/s at 137–142 µs of cluster CPU each, four in flight
+    /// 6,400–6,900/s at 172–188 µs (no difference at 256 renewers): on a
+    /// CPU-bound leader fewer, larger entries beat pipelining.
+    renewing: bool,
     ticking: bool,
     last_tick: Instant,
     last_checkpoint: Instant,
@@ -207,7 +202,7 @@ impl Keeper {
             pending: BTreeMap::new(),
             pending_since: None,
             linger: Duration::ZERO,
-            renewing: 0,
+            renewing: false,
             ticking: false,
             last_tick: now,
             last_checkpoint: now,
@@ -261,10 +256,10 @@ impl Keeper {
         self.pending_since.get_or_insert_with(Instant::now);
     }
 
-    /// When the queued renewals are to be proposed, if they can be: fewer
-    /// than [`RENEWALS_IN_FLIGHT`] batches in flight and this node in office.
+    /// When the queued renewals are to be proposed, if they can be: none
+    /// in flight and this node in office.
     fn batch_due(&self) -> Option<Instant> {
-        if self.renewing >= RENEWALS_IN_FLIGHT || self.leading.is_none() {
+        if self.renewing || self.leading.is_none() {
             return None;
         }
         if self.pending.len() >= RENEWAL_BATCH_FULL {
@@ -273,9 +268,8 @@ impl Keeper {
         self.pending_since.map(|since| since + self.linger)
     }
 
-    /// Proposes the queued renewals as one entry, unless the batches in
-    /// flight are at their limit (then they go in the next: natural
-    /// batching under load).
+    /// Proposes the queued renewals as one entry, unless one is in flight
+    /// (then they go in the next: natural batching under load).
     fn flush_renewals(&mut self) {
         if self.pending.is_empty() || self.batch_due().is_none_or(|due| due > Instant::now()) {
             return;
@@ -291,7 +285,7 @@ impl Keeper {
             self.pending_since = None;
         }
         let ids: Vec<i64> = batch.iter().map(|(id, _)| *id).collect();
-        self.renewing += 1;
+        self.renewing = true;
         let (ctx, done) = (self.ctx.clone(), self.done_tx.clone());
         tokio::spawn(async move {
             let result = propose(&ctx, Op::LeaseRenew(LeaseRenewOp { ids }))
@@ -308,7 +302,7 @@ impl Keeper {
         let now = self.ctx.clock.now();
         match done {
             Done::Renewed { batch, result } => {
-                self.renewing -= 1;
+                self.renewing = false;
                 match result {
                     Ok(ttls) => {
                         let applied = self.ctx.state.read();
@@ -560,7 +554,7 @@ impl Keeper {
     /// client could believe). Skipped while a renewal batch is in flight
     /// (its answer accounts for it).
     fn adopt_unseen_renewals(&mut self, now: Instant) {
-        if self.renewing > 0 {
+        if self.renewing {
             return;
         }
         let applied = self.ctx.state.read();
