@@ -96,7 +96,6 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.note_committed(committed);
         self.wal
             .save_committed(&committed)
-            .await
             .map_err(|e| StorageIOError::write(AnyError::new(&e)).into())
     }
 

@@ -24,7 +24,11 @@
 //! `fdatasync` covering them; the vote is saved with one before
 //! `save_vote` returns. The commit marker, truncations and purges are written
 //! without their own sync: they become durable with the next synced record,
-//! and losing them in a crash is harmless —
+//! and losing them in a crash is harmless. The commit marker does not even
+//! wake the writer: every member saves one per commit, and on a 2-core
+//! machine that wake-up and `write` cost more than the marker is worth, so
+//! it is held and goes out in front of the next job (see [`Shared::held`]).
+//! Why losing any of them is harmless —
 //! - a truncation is always followed by the append that replaces the
 //!   entries, which is synced before anyone hears of it;
 //! - a purge is synced before any segment it allows to delete is deleted;
@@ -374,6 +378,12 @@ struct Shared {
     synced: Pos,
     /// The writer's first I/O error: every later write fails with it.
     failed: Option<String>,
+    /// Encoded commit markers already given their place in the log (the
+    /// index and `tail` count them) but not yet sent to the writer: the
+    /// next job carries them in front of its own bytes, so the file keeps
+    /// the order of the positions given out. Empty whenever a rotation is
+    /// queued.
+    held: Vec<u8>,
 }
 
 /// The open log of one data dir. The writer thread stops when it is dropped.
@@ -390,6 +400,15 @@ impl Drop for Wal {
     /// the directory next (a restart in the same process) never meets a
     /// writer still creating or deleting segments.
     fn drop(&mut self) {
+        // Held markers go out first, so that a restart re-applies less.
+        let held = std::mem::take(&mut self.lock().held);
+        if !held.is_empty() {
+            let _ = self.jobs.try_send(Job::Write {
+                bytes: held,
+                sync: true,
+                done: Done::Nobody,
+            });
+        }
         if self.jobs.try_send(Job::Stop).is_ok() {
             if let Some(writer) = self.writer.take() {
                 let _ = writer.join();
@@ -457,6 +476,7 @@ impl Wal {
             tail,
             synced: tail,
             failed: None,
+            held: Vec::new(),
         }));
         let (jobs, rx) = mpsc::channel(WRITER_QUEUE);
         let writer = Writer {
@@ -509,7 +529,9 @@ impl Wal {
         if let Some(e) = &s.failed {
             return Err(io::Error::other(e.clone()));
         }
-        let mut bytes = Vec::new();
+        // Held markers were given the positions just before `tail`.
+        let mut bytes = std::mem::take(&mut s.held);
+        let held = bytes.len();
         let mut live = Replay::live();
         for slot in &mut entries {
             let start = bytes.len();
@@ -517,7 +539,7 @@ impl Wal {
             slot.len = encode_record(&RecordRef::Entry(entry), &mut bytes)? as u32;
             slot.pos = Pos {
                 seq: s.tail.seq,
-                offset: s.tail.offset + start as u64,
+                offset: s.tail.offset + (start - held) as u64,
             };
         }
         for slot in entries {
@@ -525,8 +547,12 @@ impl Wal {
         }
         let mut dead = Vec::new();
         if let Some(record) = meta {
+            let start = bytes.len();
             let len = encode_record(&record, &mut bytes)?;
-            let pos = s.tail;
+            let pos = Pos {
+                seq: s.tail.seq,
+                offset: s.tail.offset + (start - held) as u64,
+            };
             s.index
                 .apply(record.to_owned(), pos, len as u32, &mut live)
                 .map_err(io::Error::other)?;
@@ -535,7 +561,7 @@ impl Wal {
                 dead = s.index.dead_segments(active);
             }
         }
-        s.tail.offset += bytes.len() as u64;
+        s.tail.offset += (bytes.len() - held) as u64;
         let job = |permits: &mut mpsc::PermitIterator<'_, Job>, job| {
             if let Some(permit) = permits.next() {
                 permit.send(job);
@@ -573,9 +599,24 @@ impl Wal {
         self.sync().await
     }
 
-    /// Records the commit marker (durable with the next sync).
-    pub async fn save_committed(&self, committed: &Option<LogId>) -> io::Result<()> {
-        self.write_meta(RecordRef::Committed(committed), false).await
+    /// Records the commit marker: written in front of the next job, durable
+    /// with the next sync; wakes nobody.
+    pub fn save_committed(&self, committed: &Option<LogId>) -> io::Result<()> {
+        let mut s = self.lock();
+        if let Some(e) = &s.failed {
+            return Err(io::Error::other(e.clone()));
+        }
+        let record = RecordRef::Committed(committed);
+        let mut held = std::mem::take(&mut s.held);
+        let start = held.len();
+        let len = encode_record(&record, &mut held)?;
+        let pos = s.tail;
+        s.index
+            .apply(record.to_owned(), pos, len as u32, &mut Replay::live())
+            .map_err(io::Error::other)?;
+        s.tail.offset += (held.len() - start) as u64;
+        s.held = held;
+        Ok(())
     }
 
     /// Drops entries at and after `index`.
@@ -589,10 +630,24 @@ impl Wal {
         self.write_meta(RecordRef::Purge(log_id), false).await
     }
 
-    /// Makes everything written so far durable.
+    /// Makes everything written so far (held markers too) durable.
     pub async fn sync(&self) -> io::Result<()> {
         let (tx, rx) = oneshot::channel();
-        self.jobs.send(Job::Sync(tx)).await.map_err(|_| writer_gone())?;
+        let permit = self.jobs.reserve().await.map_err(|_| writer_gone())?;
+        {
+            // Sent under the lock, like every job carrying positioned bytes.
+            let mut s = self.lock();
+            let held = std::mem::take(&mut s.held);
+            permit.send(if held.is_empty() {
+                Job::Sync(tx)
+            } else {
+                Job::Write {
+                    bytes: held,
+                    sync: true,
+                    done: Done::Waiter(tx),
+                }
+            });
+        }
         rx.await.map_err(|_| writer_gone())?
     }
 
@@ -924,7 +979,7 @@ mod tests {
             append(&wal, (0..10).map(|i| entry(1, i, 8)).collect()).await;
             wal.truncate(6).await.unwrap();
             append(&wal, (6..8).map(|i| entry(2, i, 8)).collect()).await;
-            wal.save_committed(&Some(log_id(2, 7))).await.unwrap();
+            wal.save_committed(&Some(log_id(2, 7))).unwrap();
             wal.save_vote(&Vote::new_committed(2, 1)).await.unwrap();
         }
         let wal = Wal::open(dir.path()).unwrap();
@@ -977,6 +1032,46 @@ mod tests {
         drop(wal);
         let wal = Wal::open_with(dir.path(), 4096, CACHE_BYTES).unwrap();
         assert_eq!(ids(&wal.entries(0, u64::MAX).unwrap()), (151..=200).collect::<Vec<_>>());
+    }
+
+    /// Commit markers queue no job of their own: they go out in front of
+    /// the next one, and the entries after them still read back from the
+    /// places they were given (small segments and cache, so entries are
+    /// read from disk and segments rotate with markers pending).
+    #[tokio::test]
+    async fn held_markers_ride_with_the_next_job() {
+        let dir = tempfile::tempdir().unwrap();
+        let written: Vec<Entry> = (0..60).map(|i| entry(1, i, 200)).collect();
+        {
+            let wal = Wal::open_with(dir.path(), 4096, 1024).unwrap();
+            for e in &written {
+                append(&wal, vec![e.clone()]).await;
+                let idle = wal.jobs.capacity();
+                wal.save_committed(&Some(e.log_id)).unwrap();
+                wal.save_committed(&Some(e.log_id)).unwrap();
+                assert_eq!(wal.jobs.capacity(), idle, "a marker queued a job");
+                assert_eq!(wal.committed(), Some(e.log_id));
+            }
+            assert!(segment_files(dir.path()).len() >= 3);
+            let read = wal.entries(0, 60).unwrap();
+            assert_eq!(format!("{read:?}"), format!("{written:?}"));
+            // A sync writes what is held.
+            wal.sync().await.unwrap();
+            assert!(wal.lock().held.is_empty());
+            wal.save_committed(&Some(log_id(1, 59))).unwrap();
+            // Dropped with a marker held: it is written on the way out.
+        }
+        let wal = Wal::open_with(dir.path(), 4096, 1024).unwrap();
+        assert_eq!(wal.committed(), Some(log_id(1, 59)));
+        let read = wal.entries(0, 60).unwrap();
+        assert_eq!(format!("{read:?}"), format!("{written:?}"));
+        // And the vote goes out after a held marker, both read back.
+        wal.save_committed(&Some(log_id(1, 30))).unwrap();
+        wal.save_vote(&Vote::new_committed(4, 2)).await.unwrap();
+        drop(wal);
+        let wal = Wal::open_with(dir.path(), 4096, 1024).unwrap();
+        assert_eq!(wal.committed(), Some(log_id(1, 30)));
+        assert_eq!(wal.vote(), Some(Vote::new_committed(4, 2)));
     }
 
     /// With a tiny cache, entries are dropped from memory once synced and
