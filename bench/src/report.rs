@@ -293,6 +293,12 @@ impl Report {
         );
         let _ = writeln!(
             w,
+            "| threads | each system's default: rosterd one async worker (`--worker-threads 1`) plus its \
+             log writer; etcd GOMAXPROCS {} |",
+            std::env::var("GOMAXPROCS").unwrap_or_else(|_| "= cores (Go's default)".into())
+        );
+        let _ = writeln!(
+            w,
             "| durability | both fsync every committed entry before acknowledging (rosterd: fdatasync \
              of its append-only log, group commit; etcd: WAL fsync) |"
         );

@@ -34,6 +34,9 @@ pub const MAX_ADDR_BYTES: usize = 256;
 /// Longest cluster name, in bytes (`[A-Za-z0-9._-]`).
 pub const MAX_CLUSTER_NAME_BYTES: usize = 64;
 
+/// Most threads for rosterd's async work (`--worker-threads`).
+pub const MAX_WORKER_THREADS: usize = 256;
+
 // ---- Coordination: leases, topology, role elections, watch history ----
 
 /// Shortest lease TTL, ms. A lease must outlive a leader election (1–2 s by

@@ -59,19 +59,17 @@ fn main() -> ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("rosterd: error: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
+    let result = match cli.command {
+        None => cli.node.resolve().and_then(|config| {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(config.worker_threads);
+            runtime(builder)?.block_on(run(config))
+        }),
+        // Three nodes in one process: a thread per core.
+        Some(Command::Dev { base_port, data_dir }) => {
+            runtime(tokio::runtime::Builder::new_multi_thread()).and_then(|rt| rt.block_on(dev(base_port, data_dir)))
         }
     };
-    let result = runtime.block_on(async {
-        match cli.command {
-            None => run(cli.node.resolve()?).await,
-            Some(Command::Dev { base_port, data_dir }) => dev(base_port, data_dir).await,
-        }
-    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -79,6 +77,10 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn runtime(mut builder: tokio::runtime::Builder) -> anyhow::Result<tokio::runtime::Runtime> {
+    builder.enable_all().build().context("cannot start the runtime")
 }
 
 async fn run(config: NodeConfig) -> anyhow::Result<()> {
@@ -126,6 +128,8 @@ async fn dev(base_port: u16, data_dir: Option<PathBuf>) -> anyhow::Result<()> {
             cluster_name: "roster-dev".into(),
             timing: RaftTiming::default(),
             request_timeout: std::time::Duration::from_secs(5),
+            // Unused: the runtime is built once, above, for all three.
+            worker_threads: 1,
         };
         nodes.push(
             RunningNode::start(config)
