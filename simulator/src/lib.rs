@@ -28,4 +28,4 @@ pub mod sim;
 pub mod trace;
 pub mod workload;
 
-pub use sim::{run, Bug, SimConfig, SimReport, Stats, Violation, RULES};
+pub use sim::{run, Bug, RaftNet, SimConfig, SimReport, Stats, Violation, RULES};

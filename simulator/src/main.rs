@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
-use roster_simulator::{run, Bug, SimConfig, SimReport};
+use roster_simulator::{run, Bug, RaftNet, SimConfig, SimReport};
 
 #[derive(Parser, Debug)]
 #[command(name = "roster-sim", about = "Deterministic simulation of a Roster cluster")]
@@ -52,6 +52,11 @@ struct Args {
     /// role leases' renewals then share.
     #[arg(long, default_value_t = 0)]
     background_leases: usize,
+    /// How Raft messages travel: `messages` (in-process, with seeded loss,
+    /// duplication and reordering) or `grpc` (rosterd's own transport over
+    /// the simulated connections: cuts, crashes, pauses and delays).
+    #[arg(long, default_value = "messages", value_parser = parse_raft_net)]
+    raft_net: RaftNet,
     /// Capture the server's and clients' own logs into the trace, e.g.
     /// `info` or `roster_server::api::lease_keeper=debug` (changes the hash).
     #[arg(long, value_parser = parse_log)]
@@ -70,6 +75,14 @@ struct Args {
     /// Write the whole event trace of a single run to this file.
     #[arg(long)]
     trace: Option<std::path::PathBuf>,
+}
+
+fn parse_raft_net(s: &str) -> Result<RaftNet, String> {
+    match s {
+        "messages" => Ok(RaftNet::Messages),
+        "grpc" => Ok(RaftNet::Grpc),
+        _ => Err(format!("'{s}': expected messages or grpc")),
+    }
 }
 
 fn parse_bug(s: &str) -> Result<Bug, String> {
@@ -207,6 +220,7 @@ fn main() -> ExitCode {
         log: args.log.clone(),
         keep_faults: args.keep_faults.clone(),
         fault_kinds: args.faults.clone(),
+        raft_net: args.raft_net,
     };
     match (args.seed, &args.seeds) {
         (Some(seed), _) => {

@@ -19,7 +19,7 @@ use roster_server::api::common::{StreamLimit, Streams};
 use roster_server::api::NodeContext;
 use roster_server::node::grpc_router;
 use roster_server::planted::{self, Planted};
-use roster_server::raft::network::Peers;
+use roster_server::raft::network::{NetworkFactory, Peers};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tokio_stream::StreamExt;
@@ -84,6 +84,25 @@ pub struct SimConfig {
     pub keep_faults: Option<BTreeSet<usize>>,
     /// The kinds of fault this run may inject (`faults = false` is none).
     pub fault_kinds: BTreeSet<Fault>,
+    /// How Raft messages travel between nodes.
+    pub raft_net: RaftNet,
+}
+
+/// How the nodes' Raft messages travel.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RaftNet {
+    /// In-process messages with seeded delay, loss, duplication and
+    /// reordering ([`crate::net`]): the most adversarial network for the
+    /// Raft algorithm, but it skips rosterd's transport.
+    #[default]
+    Messages,
+    /// rosterd's own transport (`roster_server::raft::network`: an
+    /// AppendEntries stream per follower, unary votes and snapshots) over
+    /// the simulated connections ([`crate::conn`]), so its failure paths —
+    /// a connection reset or stalled mid-exchange, a timeout, a reconnect —
+    /// run under the faults. Message loss and duplication do not apply
+    /// (TCP has neither); cuts, crashes, pauses and delays do.
+    Grpc,
 }
 
 /// Bugs the simulator can plant, to show that the checkers catch them.
@@ -148,6 +167,7 @@ impl Default for SimConfig {
             log: None,
             keep_faults: None,
             fault_kinds: Fault::all(),
+            raft_net: RaftNet::Messages,
         }
     }
 }
@@ -498,31 +518,39 @@ impl Cluster {
         let incarnation = disk.incarnation();
         let (log, snapshots) = disk.open(id);
         let state = StateMachineStore::with_snapshot_store(Arc::new(snapshots)).expect("restoring the snapshot");
-        let network = NetFactory {
+        // As rosterd: one set of peer connections for Raft (in `Grpc` mode)
+        // and for forwarding, made through the simulated network.
+        let peers = Peers::with_dial(Dial::new(SimDialer {
             net: self.shared.net.clone(),
             from: id,
-            incarnation,
-        };
+        }));
         // As rosterd: a random tick phase per node.
         roster_server::raft::stagger_start(&self.timing).await;
-        let raft = Raft::new(id, self.raft_config.clone(), network, log, state.clone())
-            .await
-            .expect("starting raft");
+        let raft = match self.cfg.raft_net {
+            RaftNet::Messages => {
+                let network = NetFactory {
+                    net: self.shared.net.clone(),
+                    from: id,
+                    incarnation,
+                };
+                Raft::new(id, self.raft_config.clone(), network, log, state.clone()).await
+            }
+            RaftNet::Grpc => {
+                let network = NetworkFactory { peers: peers.clone() };
+                Raft::new(id, self.raft_config.clone(), network, log, state.clone()).await
+            }
+        }
+        .expect("starting raft");
         // As rosterd: break election lockstep.
         roster_server::raft::unstick::spawn(raft.clone(), &self.timing);
-        // The API layer exactly as rosterd builds it, on a drifting clock,
-        // forwarding through the simulated network.
-        let dial = Dial::new(SimDialer {
-            net: self.shared.net.clone(),
-            from: id,
-        });
+        // The API layer exactly as rosterd builds it, on a drifting clock.
         let ctx = NodeContext::new(
             id,
             node_addr(id),
             "sim".into(),
             raft.clone(),
             state.clone(),
-            Peers::with_dial(dial),
+            peers,
             REQUEST_TIMEOUT,
             self.timing.election_max,
             Arc::new(AtomicU64::new(0)),
