@@ -108,6 +108,7 @@ impl RunningNode {
             disk.committed.clone(),
         )
         .with_takeover(Takeover::new(raft.clone(), &config.timing));
+        crate::raft::prompt::spawn(raft.clone(), &config.timing, ctx.leader_contact_source());
 
         let grpc_listener = health::bind(config.listen).await?;
         let grpc_addr = grpc_listener.local_addr()?;

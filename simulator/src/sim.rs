@@ -557,6 +557,8 @@ impl Cluster {
         )
         .with_clock(self.node_clock(id))
         .with_takeover(Takeover::new(raft.clone(), &self.timing));
+        // As rosterd: campaign on time when the leader goes silent.
+        roster_server::raft::prompt::spawn(raft.clone(), &self.timing, ctx.leader_contact_source());
         let (incoming, accepted) = mpsc::unbounded_channel();
         let (stop, stopped) = watch::channel(false);
         let streams = Streams::new(StreamLimit::default(), stopped.clone());

@@ -143,16 +143,31 @@ impl NodeContext {
         self.contact.last_ms.store(ms, Ordering::Relaxed);
     }
 
+    /// [`NodeContext::since_leader_contact`] as a function that outlives
+    /// the context (for [`crate::raft::prompt`]).
+    pub fn leader_contact_source(&self) -> crate::raft::prompt::SinceContact {
+        let contact = Arc::clone(&self.contact);
+        Arc::new(move || contact.since())
+    }
+
     /// Time since the leader last reached this node, if ever.
     pub fn since_leader_contact(&self) -> Option<Duration> {
-        let last = self.contact.last_ms.load(Ordering::Relaxed);
+        self.contact.since()
+    }
+}
+
+impl LeaderContact {
+    fn since(&self) -> Option<Duration> {
+        let last = self.last_ms.load(Ordering::Relaxed);
         if last == u64::MAX {
             return None;
         }
-        let now = self.contact.base.elapsed().as_millis() as u64;
+        let now = self.base.elapsed().as_millis() as u64;
         Some(Duration::from_millis(now.saturating_sub(last)))
     }
+}
 
+impl NodeContext {
     /// Whether this node currently sees a leader backed by a quorum: as
     /// leader, a quorum acknowledged it within the election timeout; as
     /// follower or learner, the leader replicated to it within that time.

@@ -14,6 +14,7 @@ pub mod disk;
 pub mod files;
 pub mod log_store;
 pub mod network;
+pub mod prompt;
 pub mod snapshot_file;
 pub mod state_machine;
 pub mod takeover;
