@@ -530,9 +530,7 @@ impl Wal {
         if let Some(e) = &s.failed {
             return Err(io::Error::other(e.clone()));
         }
-        // Held markers were given the positions just before `tail`.
-        let mut bytes = std::mem::take(&mut s.held);
-        let held = bytes.len();
+        let mut bytes = Vec::new();
         let mut live = Replay::live();
         for slot in &mut entries {
             let start = bytes.len();
@@ -540,7 +538,7 @@ impl Wal {
             slot.len = encode_record(&RecordRef::Entry(entry), &mut bytes)? as u32;
             slot.pos = Pos {
                 seq: s.tail.seq,
-                offset: s.tail.offset + (start - held) as u64,
+                offset: s.tail.offset + start as u64,
             };
         }
         for slot in entries {
@@ -548,12 +546,11 @@ impl Wal {
         }
         let mut dead = Vec::new();
         if let Some(record) = meta {
-            let start = bytes.len();
-            let len = encode_record(&record, &mut bytes)?;
             let pos = Pos {
                 seq: s.tail.seq,
-                offset: s.tail.offset + (start - held) as u64,
+                offset: s.tail.offset + bytes.len() as u64,
             };
+            let len = encode_record(&record, &mut bytes)?;
             s.index
                 .apply(record.to_owned(), pos, len as u32, &mut live)
                 .map_err(io::Error::other)?;
@@ -562,7 +559,17 @@ impl Wal {
                 dead = s.index.dead_segments(active);
             }
         }
-        s.tail.offset += (bytes.len() - held) as u64;
+        s.tail.offset += bytes.len() as u64;
+        // Held markers have the positions just before these bytes: they go
+        // first. Taken only now that nothing can fail, so an error above
+        // leaves them held and every position given out still true.
+        let bytes = match std::mem::take(&mut s.held) {
+            held if held.is_empty() => bytes,
+            mut held => {
+                held.extend_from_slice(&bytes);
+                held
+            }
+        };
         let job = |permits: &mut mpsc::PermitIterator<'_, Job>, job| {
             if let Some(permit) = permits.next() {
                 permit.send(job);
@@ -608,15 +615,14 @@ impl Wal {
             return Err(io::Error::other(e.clone()));
         }
         let record = RecordRef::Committed(committed);
-        let mut held = std::mem::take(&mut s.held);
-        let start = held.len();
-        let len = encode_record(&record, &mut held)?;
+        let mut bytes = Vec::new();
+        let len = encode_record(&record, &mut bytes)?;
         let pos = s.tail;
         s.index
             .apply(record.to_owned(), pos, len as u32, &mut Replay::live())
             .map_err(io::Error::other)?;
-        s.tail.offset += (held.len() - start) as u64;
-        s.held = held;
+        s.tail.offset += bytes.len() as u64;
+        s.held.extend_from_slice(&bytes);
         Ok(())
     }
 
@@ -1028,17 +1034,28 @@ mod tests {
         assert_eq!(wal.purged(), None);
     }
 
+    /// A refused write changes nothing: a marker held before it still goes
+    /// out with the next write, and every entry reads back from its place.
     #[tokio::test]
     async fn a_hole_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let wal = Wal::open(dir.path()).unwrap();
+        let wal = Wal::open_with(dir.path(), SEGMENT_BYTES, 0).unwrap();
         append(&wal, vec![entry(1, 0, 1), entry(1, 1, 1)]).await;
+        wal.save_committed(&Some(log_id(1, 1))).unwrap();
         let (tx, _rx) = oneshot::channel();
         let err = wal
             .write(slots(vec![entry(1, 3, 1)]), None, true, Done::Waiter(tx))
             .await
             .unwrap_err();
         assert!(err.to_string().contains("hole"), "{err}");
+        assert!(!wal.lock().held.is_empty(), "the held marker was lost");
+        append(&wal, vec![entry(1, 2, 1)]).await;
+        // Cache budget 0: read back from the segment.
+        assert_eq!(ids(&wal.entries(0, 3).unwrap()), vec![0, 1, 2]);
+        drop(wal);
+        let wal = Wal::open(dir.path()).unwrap();
+        assert_eq!(wal.committed(), Some(log_id(1, 1)));
+        assert_eq!(ids(&wal.entries(0, 3).unwrap()), vec![0, 1, 2]);
     }
 
     /// Small segments: appends rotate; a purge deletes the segments it
