@@ -247,6 +247,18 @@ pub fn validate_cluster_name(name: &str) -> anyhow::Result<()> {
 mod tests {
     use super::*;
 
+    /// Arguments naming a config file with `text` (kept while the dir lives).
+    fn file_args(text: &str) -> (tempfile::TempDir, NodeArgs) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rosterd.toml");
+        std::fs::write(&path, text).unwrap();
+        let args = NodeArgs {
+            config: Some(path),
+            ..Default::default()
+        };
+        (dir, args)
+    }
+
     #[test]
     fn initial_cluster_parses_and_rejects_bad_entries() {
         let m = parse_initial_cluster("1=127.0.0.1:7401, 2=127.0.0.1:7402").unwrap();
@@ -261,18 +273,8 @@ mod tests {
 
     #[test]
     fn flags_override_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("rosterd.toml");
-        std::fs::write(
-            &path,
-            "id = 2\ndata-dir = \"/tmp/x\"\nheartbeat-ms = 50\ncluster-name = \"prod\"\n",
-        )
-        .unwrap();
-        let args = NodeArgs {
-            config: Some(path),
-            heartbeat_ms: Some(70),
-            ..Default::default()
-        };
+        let (_dir, mut args) = file_args("id = 2\ndata-dir = \"/tmp/x\"\nheartbeat-ms = 50\ncluster-name = \"prod\"\n");
+        args.heartbeat_ms = Some(70);
         let c = args.resolve().unwrap();
         assert_eq!(c.id, 2);
         assert_eq!(c.cluster_name, "prod");
@@ -298,25 +300,13 @@ mod tests {
         assert_eq!(with(Some(3)), 3);
         assert!(with(Some(0)) >= 1);
         assert_eq!(with(Some(100_000)), limits::MAX_WORKER_THREADS);
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("rosterd.toml");
-        std::fs::write(&path, "id = 2\ndata-dir = \"/tmp/x\"\nworker-threads = 4\n").unwrap();
-        let args = NodeArgs {
-            config: Some(path),
-            ..Default::default()
-        };
+        let (_dir, args) = file_args("id = 2\ndata-dir = \"/tmp/x\"\nworker-threads = 4\n");
         assert_eq!(args.resolve().unwrap().worker_threads, 4);
     }
 
     #[test]
     fn unknown_file_keys_are_errors() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("rosterd.toml");
-        std::fs::write(&path, "id = 2\nhartbeat-ms = 50\n").unwrap();
-        let args = NodeArgs {
-            config: Some(path),
-            ..Default::default()
-        };
+        let (_dir, args) = file_args("id = 2\nhartbeat-ms = 50\n");
         assert!(args.resolve().is_err());
     }
 
