@@ -36,6 +36,12 @@ impl Dial {
         Self(Arc::new(dialer))
     }
 
+    /// Connects to `addr` through this dialer: a raw byte stream, for
+    /// protocols other than gRPC (rosterd's AppendEntries link).
+    pub fn dial(&self, addr: &str) -> Dialing {
+        self.0.dial(addr)
+    }
+
     /// A lazily connecting channel to `addr` through this dialer, with the
     /// endpoint's timeouts and HTTP/2 settings.
     pub fn connect_lazy(&self, endpoint: &Endpoint, addr: &str) -> Channel {

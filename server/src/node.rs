@@ -29,7 +29,7 @@ use crate::api::lease_keeper::LeaseKeeper;
 use crate::api::topology::TopologyService;
 use crate::api::transport::TransportService;
 use crate::api::watch::WatchService;
-use crate::api::{health, NodeContext};
+use crate::api::{health, listener, NodeContext};
 use crate::config::NodeConfig;
 use crate::limits;
 use crate::raft::disk::Disk;
@@ -70,11 +70,11 @@ pub fn grpc_router(ctx: &NodeContext, streams: Streams) -> Router {
                 .max_encoding_message_size(limits::MAX_RESPONSE_BYTES),
         )
         .add_service(
-            WatchServer::new(WatchService::new(ctx.clone(), streams.clone()))
+            WatchServer::new(WatchService::new(ctx.clone(), streams))
                 .max_encoding_message_size(limits::MAX_RESPONSE_BYTES),
         )
         .add_service(
-            RaftTransportServer::new(TransportService::new(ctx.clone(), streams))
+            RaftTransportServer::new(TransportService::new(ctx.clone()))
                 .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES),
         )
@@ -141,8 +141,9 @@ impl RunningNode {
         // Watch, observe and campaign streams end when `stop` fires, so the
         // graceful shutdown below does not wait on them.
         let streams = Streams::new(StreamLimit::default(), stop.subscribe());
-        let grpc = grpc_router(&ctx, streams).add_service(health_service);
-        let incoming = TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
+        let grpc = grpc_router(&ctx, streams.clone()).add_service(health_service);
+        let accepted = TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
+        let incoming = listener::split(accepted, ctx.clone(), streams);
         tasks.push(tokio::spawn({
             let stop = stop.subscribe();
             async move {

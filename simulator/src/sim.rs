@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use roster_env::{Clock, Dial};
 use roster_server::api::common::{StreamLimit, Streams};
-use roster_server::api::NodeContext;
+use roster_server::api::{listener, NodeContext};
 use roster_server::node::grpc_router;
 use roster_server::planted::{self, Planted};
 use roster_server::raft::network::{NetworkFactory, Peers};
@@ -97,7 +97,8 @@ pub enum RaftNet {
     #[default]
     Messages,
     /// rosterd's own transport (`roster_server::raft::network`: an
-    /// AppendEntries stream per follower, unary votes and snapshots) over
+    /// AppendEntries link per follower, unary gRPC votes and snapshots,
+    /// both through the node's one listener as in rosterd) over
     /// the simulated connections ([`crate::conn`]), so its failure paths —
     /// a connection reset or stalled mid-exchange, a timeout, a reconnect —
     /// run under the faults. Message loss and duplication do not apply
@@ -562,9 +563,11 @@ impl Cluster {
         let (incoming, accepted) = mpsc::unbounded_channel();
         let (stop, stopped) = watch::channel(false);
         let streams = Streams::new(StreamLimit::default(), stopped.clone());
-        let router = grpc_router(&ctx, streams);
+        let router = grpc_router(&ctx, streams.clone());
+        // As rosterd: AppendEntries links and gRPC share the node's address.
+        let accepted = UnboundedReceiverStream::new(accepted).map(Ok::<_, std::io::Error>);
+        let accepted = listener::split(accepted, ctx.clone(), streams);
         tokio::spawn(async move {
-            let accepted = UnboundedReceiverStream::new(accepted).map(Ok::<_, std::io::Error>);
             let mut stopped = stopped;
             let _ = router
                 .serve_with_incoming_shutdown(accepted, async move {

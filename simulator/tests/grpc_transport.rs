@@ -1,5 +1,6 @@
 //! rosterd's own Raft transport under the simulator's faults: AppendEntries
-//! on one stream per follower, votes and snapshots as unary calls, all over
+//! on one link per follower, votes and snapshots as unary gRPC calls, both
+//! through each node's one listener as in rosterd, all over
 //! the simulated connections (`RaftNet::Grpc`). Cuts and crashes reset
 //! connections mid-exchange, pauses stall them into timeouts; every rule the
 //! checkers follow must still hold, and runs must stay deterministic.

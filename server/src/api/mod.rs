@@ -17,6 +17,7 @@ pub mod health;
 pub mod kv;
 pub mod lease;
 pub mod lease_keeper;
+pub mod listener;
 pub mod route;
 pub mod topology;
 pub mod transport;

@@ -1,5 +1,6 @@
 //! openraft wiring: the type configuration, durable storage (a segment log
-//! and a snapshot file), and the peer transport over tonic.
+//! and a snapshot file), and the peer transport (tonic, and a framed link
+//! for AppendEntries).
 //!
 //! Everything here sits behind openraft's traits (`RaftLogStorage`,
 //! `RaftStateMachine`, `RaftNetworkFactory`), so the simulator can swap the
@@ -9,6 +10,7 @@
 // helpers return them as they are rather than boxing at every call.
 #![allow(clippy::result_large_err)]
 
+pub mod append_link;
 pub mod codec;
 pub mod disk;
 pub mod files;

@@ -1,11 +1,14 @@
-//! Peer transport: openraft RPCs, write forwarding and read-index requests
-//! over the internal `roster.raft.v1.RaftTransport` gRPC service.
+//! Peer transport: openraft RPCs, write forwarding and read-index requests.
+//! AppendEntries runs on its own framed link ([`super::append_link`]); the
+//! rest are calls to the internal `roster.raft.v1.RaftTransport` gRPC
+//! service on the same port.
 //!
 //! Payloads are openraft's own message types encoded with postcard; a remote
 //! openraft error travels back inside the payload as `Err(..)`, so the caller
 //! sees exactly what the remote Raft said.
 
 use std::collections::HashMap;
+use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,9 +26,10 @@ use roster_proto::raft::raft_transport_client::RaftTransportClient;
 use roster_proto::raft::RaftPayload;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::sync::mpsc;
+use tokio::net::TcpStream;
 use tonic::transport::{Channel, Endpoint};
 
+use super::append_link::{Link, LinkIo};
 use super::codec;
 use super::{NodeId, TypeConfig};
 
@@ -132,20 +136,14 @@ pub struct PeerNetwork {
     target: NodeId,
     addr: String,
     peers: Peers,
-    /// The open AppendEntries stream to this peer, if any. openraft sends
-    /// one AppendEntries at a time per target (`&mut self`), so the next
-    /// reply on the stream always answers the request just sent. The
-    /// stream is taken out for the length of a call and put back only
-    /// after a complete exchange: a call that fails, times out or is
-    /// dropped closes its stream, and no late reply can ever be read as the
-    /// answer to a later request.
-    appends: Option<AppendStream>,
-}
-
-/// One direction of requests, one of replies, on a single HTTP/2 stream.
-struct AppendStream {
-    requests: mpsc::Sender<RaftPayload>,
-    replies: tonic::Streaming<RaftPayload>,
+    /// The open AppendEntries link to this peer, if any. openraft sends one
+    /// AppendEntries at a time per target (`&mut self`), so the next reply
+    /// on the link always answers the request just sent. The link is taken
+    /// out for the length of a call and put back only after a complete
+    /// exchange: a call that fails, times out or is dropped closes its
+    /// link, and no late reply can ever be read as the answer to a later
+    /// request.
+    appends: Option<Link>,
 }
 
 fn encode_request<T: Serialize, E: std::error::Error>(req: &T) -> RpcResult<Vec<u8>, E> {
@@ -154,11 +152,18 @@ fn encode_request<T: Serialize, E: std::error::Error>(req: &T) -> RpcResult<Vec<
 
 type RpcResult<T, E = openraft::error::Infallible> = Result<T, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>;
 
-/// The RPCs sent as unary calls (AppendEntries has its own stream).
+/// The RPCs sent as unary gRPC calls (AppendEntries has its own link).
 #[derive(Clone, Copy)]
 enum Rpc {
     Vote,
     InstallSnapshot,
+}
+
+/// Why an AppendEntries exchange failed: whether the link could not be
+/// made at all (openraft then backs off), or broke once made.
+struct LinkFailure {
+    connecting: bool,
+    error: io::Error,
 }
 
 impl PeerNetwork {
@@ -169,18 +174,7 @@ impl PeerNetwork {
         E: std::error::Error + DeserializeOwned,
     {
         let data = encode_request(req)?;
-        self.send(rpc, data, option).await
-    }
-
-    async fn send<Resp, E>(&self, rpc: Rpc, data: Vec<u8>, option: &RPCOption) -> RpcResult<Resp, E>
-    where
-        Resp: DeserializeOwned,
-        E: std::error::Error + DeserializeOwned,
-    {
-        let mut client = self
-            .peers
-            .client(&self.addr)
-            .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
+        let mut client = self.peers.client(&self.addr).map_err(|e| self.failed(true, &e))?;
         let mut request = tonic::Request::new(RaftPayload { data });
         request.set_timeout(option.hard_ttl());
         let call = async {
@@ -190,70 +184,81 @@ impl PeerNetwork {
             }
             .map(tonic::Response::into_inner)
         };
-        let outcome = tokio::time::timeout(option.hard_ttl(), call).await;
-        self.answer(outcome)
+        match tokio::time::timeout(option.hard_ttl(), call).await {
+            Err(elapsed) => Err(self.timed_out(elapsed)),
+            Ok(Err(status)) => Err(self.failed(status.code() == tonic::Code::Unavailable, &status)),
+            Ok(Ok(reply)) => self.answer(&reply.data),
+        }
     }
 
-    /// Sends an encoded AppendEntries on this peer's stream (opened first
-    /// if there is none) and reads its reply.
-    async fn exchange(&mut self, data: Vec<u8>) -> Result<RaftPayload, tonic::Status> {
-        let mut stream = match self.appends.take() {
-            Some(stream) => stream,
-            None => self.open_appends().await?,
+    /// Sends an encoded AppendEntries on this peer's link (made first if
+    /// there is none) and reads its reply.
+    async fn exchange(&mut self, request: &[u8]) -> Result<Vec<u8>, LinkFailure> {
+        let mut link = match self.appends.take() {
+            Some(link) => link,
+            None => self.open_link().await.map_err(|error| LinkFailure {
+                connecting: true,
+                error,
+            })?,
         };
-        let closed = || tonic::Status::unavailable("the AppendEntries stream to the peer closed");
-        stream.requests.send(RaftPayload { data }).await.map_err(|_| closed())?;
-        let reply = stream.replies.message().await?.ok_or_else(closed)?;
-        self.appends = Some(stream);
+        let reply = link.exchange(request).await.map_err(|error| LinkFailure {
+            connecting: false,
+            error,
+        })?;
+        self.appends = Some(link);
         Ok(reply)
     }
 
-    async fn open_appends(&self) -> Result<AppendStream, tonic::Status> {
-        let mut client = self.peers.client(&self.addr)?;
-        // One request in flight at a time; see `appends`.
-        let (requests, outgoing) = mpsc::channel(1);
-        let replies = client
-            .append_entries_stream(tokio_stream::wrappers::ReceiverStream::new(outgoing))
-            .await?
-            .into_inner();
-        Ok(AppendStream { requests, replies })
+    async fn open_link(&self) -> io::Result<Link> {
+        let io: Box<dyn LinkIo> = match &self.peers.dial {
+            Some(dial) => Box::new(dial.dial(&self.addr).await?),
+            None => {
+                let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(self.addr.as_str()))
+                    .await
+                    .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connecting timed out"))??;
+                stream.set_nodelay(true)?;
+                Box::new(stream)
+            }
+        };
+        Link::open(io).await
     }
 
-    /// What openraft is told about a call: the transport's outcome mapped
-    /// onto its errors (and noted for the failure log), or the remote
-    /// Raft's own answer.
-    fn answer<Resp, E>(
-        &self,
-        outcome: Result<Result<RaftPayload, tonic::Status>, tokio::time::error::Elapsed>,
-    ) -> RpcResult<Resp, E>
+    /// What openraft is told when no answer came in time (noted for the
+    /// failure log).
+    fn timed_out<E: std::error::Error>(&self, elapsed: tokio::time::error::Elapsed) -> RPCError<NodeId, BasicNode, E> {
+        self.peers.note(
+            self.target,
+            &self.addr,
+            Some(&"no answer within the heartbeat interval"),
+        );
+        RPCError::Network(NetworkError::new(&elapsed))
+    }
+
+    /// What openraft is told when a call failed in the transport (noted
+    /// for the failure log): `Unreachable` makes it back off before the
+    /// next attempt, a `Network` error retries at the next heartbeat.
+    fn failed<E, F>(&self, unreachable: bool, failure: &F) -> RPCError<NodeId, BasicNode, E>
+    where
+        E: std::error::Error,
+        F: std::error::Error + 'static,
+    {
+        self.peers.note(self.target, &self.addr, Some(failure));
+        if unreachable {
+            RPCError::Unreachable(Unreachable::new(failure))
+        } else {
+            RPCError::Network(NetworkError::new(failure))
+        }
+    }
+
+    /// The remote Raft's own answer, decoded.
+    fn answer<Resp, E>(&self, reply: &[u8]) -> RpcResult<Resp, E>
     where
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let reply = match outcome {
-            Err(elapsed) => {
-                self.peers.note(
-                    self.target,
-                    &self.addr,
-                    Some(&"no answer within the heartbeat interval"),
-                );
-                return Err(RPCError::Network(NetworkError::new(&elapsed)));
-            }
-            Ok(Err(status)) if status.code() == tonic::Code::Unavailable => {
-                self.peers.note(self.target, &self.addr, Some(&status.message()));
-                return Err(RPCError::Unreachable(Unreachable::new(&status)));
-            }
-            Ok(Err(status)) => {
-                self.peers.note(self.target, &self.addr, Some(&status.message()));
-                return Err(RPCError::Network(NetworkError::new(&status)));
-            }
-            Ok(Ok(reply)) => {
-                self.peers.note(self.target, &self.addr, None);
-                reply
-            }
-        };
+        self.peers.note(self.target, &self.addr, None);
         let result: Result<Resp, RaftError<NodeId, E>> =
-            codec::decode("raft response", &reply.data).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+            codec::decode("raft response", reply).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         result
             .map_err(|e| RPCError::RemoteError(RemoteError::new_with_node(self.target, BasicNode::new(&self.addr), e)))
     }
@@ -274,8 +279,11 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
             let hint = (entries * MAX_APPEND_BYTES as u64 / data.len() as u64).max(1);
             return Err(RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(hint)));
         }
-        let outcome = tokio::time::timeout(option.hard_ttl(), self.exchange(data)).await;
-        self.answer(outcome)
+        match tokio::time::timeout(option.hard_ttl(), self.exchange(&data)).await {
+            Err(elapsed) => Err(self.timed_out(elapsed)),
+            Ok(Err(LinkFailure { connecting, error })) => Err(self.failed(connecting, &error)),
+            Ok(Ok(reply)) => self.answer(&reply),
+        }
     }
 
     async fn install_snapshot(
