@@ -168,3 +168,66 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     files
 }
+
+/// What a connection to `addr` gets after sending `bytes`: whether the node
+/// closed it (end of stream or reset) within a few seconds.
+async fn closed_after(addr: &str, bytes: &[u8]) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    conn.write_all(bytes).await.expect("send");
+    let mut sink = [0u8; 1024];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match tokio::time::timeout_at(deadline, conn.read(&mut sink)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            // HTTP/2 answers garbage with a GOAWAY before closing.
+            Ok(Ok(_)) => continue,
+        }
+    }
+}
+
+/// The members' port carries gRPC and the AppendEntries link (a zero byte
+/// first, then the rest of the preface, then length-prefixed frames).
+/// Garbage on either is closed and disturbs nothing: the same leader keeps
+/// serving and writes still commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_on_the_peer_port_is_closed_and_the_cluster_keeps_serving() {
+    let cluster = Cluster::start(3);
+    let leader = cluster.wait_for_leader(Duration::from_secs(20)).await;
+    let client = client_for(cluster.endpoints(), Duration::from_secs(5)).await;
+    client.put("before", "1").await.expect("put");
+    let term_before = cluster.status_of(leader).await.expect("status").term;
+
+    const PREFACE: &[u8] = b"\0rsterA1";
+    let mut undecodable = PREFACE.to_vec();
+    undecodable.extend_from_slice(&8u32.to_be_bytes());
+    undecodable.extend_from_slice(&[0xff; 8]);
+    let mut oversized = PREFACE.to_vec();
+    oversized.extend_from_slice(&u32::MAX.to_be_bytes());
+    let cases: [(&str, &[u8]); 4] = [
+        ("wrong link preface", b"\0garbage"),
+        ("undecodable AppendEntries", &undecodable),
+        ("frame over the limit", &oversized),
+        ("neither protocol", b"GET / HTTP/1.1\r\n\r\n"),
+    ];
+    for node in cluster.nodes.values() {
+        for (what, bytes) in cases {
+            assert!(
+                closed_after(&node.endpoint(), bytes).await,
+                "node {}: {what}: the connection stayed open",
+                node.id
+            );
+        }
+    }
+
+    client.put("after", "2").await.expect("put after the garbage");
+    let status = cluster.status_of(leader).await.expect("status");
+    assert_eq!(status.leader_id, leader, "the leader changed");
+    assert_eq!(status.term, term_before, "an election happened");
+    assert!(
+        cluster.log_tail(1, 200).contains("AppendEntries link closed"),
+        "the refused link was not logged:\n{}",
+        cluster.log_tail(1, 40)
+    );
+}

@@ -82,7 +82,9 @@ pub async fn serve_link<IO: AsyncRead + AsyncWrite + Unpin>(ctx: NodeContext, io
         outcome = served => match outcome {
             Ok(()) => {}
             // The leader went away or gave up on an exchange: routine.
-            Err(LinkError::Io(e)) => tracing::debug!("AppendEntries link closed: {e}"),
+            Err(LinkError::Io(e)) if e.kind() != std::io::ErrorKind::InvalidData => {
+                tracing::debug!("AppendEntries link closed: {e}")
+            }
             Err(e) => tracing::warn!("AppendEntries link closed: {e}"),
         },
     }
