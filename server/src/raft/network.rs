@@ -46,10 +46,26 @@ pub struct Peers {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
     /// Peers whose RPCs are failing, and when that was last logged.
     failing: Arc<Mutex<HashMap<NodeId, std::time::Instant>>>,
+    /// AppendEntries links not in use, by address, each with when it was
+    /// last used (see [`Peers::take_idle_link`]).
+    idle_links: Arc<Mutex<HashMap<String, Vec<IdleLink>>>>,
     /// How connections are made: TCP unless the simulator substitutes its
     /// in-memory network.
     dial: Option<Dial>,
 }
+
+/// A link not in use, and since when.
+type IdleLink = (tokio::time::Instant, Link);
+
+/// Idle AppendEntries links kept per peer. Besides each follower's
+/// replication, openraft confirms leadership for every linearizable read
+/// with an AppendEntries to each follower from a fresh network client;
+/// without reuse, each would open (and leave in `TIME_WAIT`) a connection.
+const MAX_IDLE_LINKS: usize = 16;
+/// An idle link unused this long is closed rather than reused: well inside
+/// the follower's own idle timeout, so a reused link is almost never one
+/// the follower has already closed.
+const IDLE_LINK_MAX_AGE: Duration = Duration::from_secs(20);
 
 impl Peers {
     /// Peers reached through `dial` instead of TCP.
@@ -81,6 +97,31 @@ impl Peers {
         Ok(RaftTransportClient::new(channel)
             .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES))
+    }
+}
+
+impl Peers {
+    /// The most recently used idle link to `addr` that is still fresh.
+    fn take_idle_link(&self, addr: &str) -> Option<Link> {
+        let mut idle = self.idle_links.lock().unwrap_or_else(|p| p.into_inner());
+        let links = idle.get_mut(addr)?;
+        while let Some((since, link)) = links.pop() {
+            if since.elapsed() < IDLE_LINK_MAX_AGE {
+                return Some(link);
+            }
+        }
+        None
+    }
+
+    /// Keeps a link whose last exchange completed, for the next client of
+    /// `addr` (closes it if enough are kept already).
+    fn park_link(&self, addr: &str, link: Link) {
+        let mut idle = self.idle_links.lock().unwrap_or_else(|p| p.into_inner());
+        let links = idle.entry(addr.to_string()).or_default();
+        links.retain(|(since, _)| since.elapsed() < IDLE_LINK_MAX_AGE);
+        if links.len() < MAX_IDLE_LINKS {
+            links.push((tokio::time::Instant::now(), link));
+        }
     }
 }
 
@@ -142,7 +183,8 @@ pub struct PeerNetwork {
     /// out for the length of a call and put back only after a complete
     /// exchange: a call that fails, times out or is dropped closes its
     /// link, and no late reply can ever be read as the answer to a later
-    /// request.
+    /// request. A client dropped between calls leaves its link to the next
+    /// client of the peer ([`Peers::park_link`]).
     appends: Option<Link>,
 }
 
@@ -191,20 +233,36 @@ impl PeerNetwork {
         }
     }
 
-    /// Sends an encoded AppendEntries on this peer's link (made first if
-    /// there is none) and reads its reply.
+    /// Sends an encoded AppendEntries on this peer's link (an idle one
+    /// reused, or a new one, if this client has none) and reads its reply.
     async fn exchange(&mut self, request: &[u8]) -> Result<Vec<u8>, LinkFailure> {
-        let mut link = match self.appends.take() {
-            Some(link) => link,
-            None => self.open_link().await.map_err(|error| LinkFailure {
-                connecting: true,
-                error,
-            })?,
+        let connecting = |error| LinkFailure {
+            connecting: true,
+            error,
         };
-        let reply = link.exchange(request).await.map_err(|error| LinkFailure {
+        let broken = |error| LinkFailure {
             connecting: false,
             error,
-        })?;
+        };
+        let (mut link, reused) = match self.appends.take() {
+            Some(link) => (link, true),
+            None => match self.peers.take_idle_link(&self.addr) {
+                Some(link) => (link, true),
+                None => (self.open_link().await.map_err(connecting)?, false),
+            },
+        };
+        let reply = match link.exchange(request).await {
+            Ok(reply) => reply,
+            // The peer may have closed a link made earlier (it restarted,
+            // or timed the link out). AppendEntries is idempotent: send it
+            // once more on a new link (the old one, and any reply still to
+            // come on it, is dropped).
+            Err(_) if reused => {
+                link = self.open_link().await.map_err(connecting)?;
+                link.exchange(request).await.map_err(broken)?
+            }
+            Err(error) => return Err(broken(error)),
+        };
         self.appends = Some(link);
         Ok(reply)
     }
@@ -264,6 +322,14 @@ impl PeerNetwork {
     }
 }
 
+impl Drop for PeerNetwork {
+    fn drop(&mut self) {
+        if let Some(link) = self.appends.take() {
+            self.peers.park_link(&self.addr, link);
+        }
+    }
+}
+
 impl RaftNetwork<TypeConfig> for PeerNetwork {
     async fn append_entries(
         &mut self,
@@ -296,5 +362,106 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
 
     async fn vote(&mut self, rpc: VoteRequest<NodeId>, option: RPCOption) -> RpcResult<VoteResponse<NodeId>> {
         self.call(Rpc::Vote, &rpc, &option).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use openraft::Vote;
+    use roster_env::dial::{Dialer, Dialing};
+
+    use super::super::append_link::{read_frame, write_frame, PREFACE};
+    use super::*;
+
+    /// Dials an in-memory follower that answers every AppendEntries with
+    /// success, and closes a connection after `answers_per_link` replies.
+    struct Follower {
+        dials: Arc<AtomicUsize>,
+        answers_per_link: usize,
+    }
+
+    impl Dialer for Follower {
+        fn dial(&self, _addr: &str) -> Dialing {
+            self.dials.fetch_add(1, Ordering::SeqCst);
+            let (near, mut far) = tokio::io::duplex(4096);
+            let answers = self.answers_per_link;
+            tokio::spawn(async move {
+                let mut preface = [0u8; PREFACE.len()];
+                tokio::io::AsyncReadExt::read_exact(&mut far, &mut preface)
+                    .await
+                    .unwrap();
+                assert_eq!(preface, PREFACE);
+                for _ in 0..answers {
+                    let Ok(Some(_request)) = read_frame(&mut far).await else {
+                        return;
+                    };
+                    let reply: Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>> =
+                        Ok(AppendEntriesResponse::Success);
+                    write_frame(&mut far, &codec::encode("reply", &reply).unwrap())
+                        .await
+                        .unwrap();
+                }
+            });
+            Box::pin(async move { Ok(near) })
+        }
+    }
+
+    fn heartbeat() -> AppendEntriesRequest<TypeConfig> {
+        AppendEntriesRequest {
+            vote: Vote::new_committed(1, 1),
+            prev_log_id: None,
+            leader_commit: None,
+            entries: vec![],
+        }
+    }
+
+    async fn send(factory: &mut NetworkFactory) -> RpcResult<AppendEntriesResponse<NodeId>> {
+        let mut client = factory.new_client(2, &BasicNode::new("follower:1")).await;
+        client
+            .append_entries(heartbeat(), RPCOption::new(Duration::from_secs(5)))
+            .await
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn links_of_dropped_clients_are_reused_while_fresh_and_replaced_when_closed() {
+        let dials = Arc::new(AtomicUsize::new(0));
+        let mut factory = NetworkFactory {
+            peers: Peers::with_dial(Dial::new(Follower {
+                dials: dials.clone(),
+                answers_per_link: 3,
+            })),
+        };
+        // Clients made for one call each (as openraft's leadership checks
+        // are) share one link.
+        for _ in 0..3 {
+            assert!(matches!(send(&mut factory).await, Ok(AppendEntriesResponse::Success)));
+        }
+        assert_eq!(dials.load(Ordering::SeqCst), 1, "the idle link was not reused");
+
+        // The follower closed that link after its third answer: the next
+        // call finds it closed, and sends again on a new link.
+        assert!(matches!(send(&mut factory).await, Ok(AppendEntriesResponse::Success)));
+        assert_eq!(dials.load(Ordering::SeqCst), 2, "a closed idle link was not replaced");
+
+        // An idle link past its age is not reused.
+        tokio::time::advance(IDLE_LINK_MAX_AGE).await;
+        assert!(matches!(send(&mut factory).await, Ok(AppendEntriesResponse::Success)));
+        assert_eq!(dials.load(Ordering::SeqCst), 3, "a stale idle link was reused");
+    }
+
+    #[tokio::test]
+    async fn a_failed_exchange_on_a_new_link_is_not_retried() {
+        let dials = Arc::new(AtomicUsize::new(0));
+        let mut factory = NetworkFactory {
+            peers: Peers::with_dial(Dial::new(Follower {
+                dials: dials.clone(),
+                answers_per_link: 0,
+            })),
+        };
+        let err = send(&mut factory).await.expect_err("the follower never answers");
+        assert!(matches!(err, RPCError::Network(_)), "{err}");
+        assert_eq!(dials.load(Ordering::SeqCst), 1);
     }
 }
