@@ -157,13 +157,17 @@ mod tests {
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
     }
 
+    async fn expect_preface(peer: &mut tokio::io::DuplexStream) {
+        let mut preface = [0u8; PREFACE.len()];
+        peer.read_exact(&mut preface).await.unwrap();
+        assert_eq!(preface, PREFACE);
+    }
+
     #[tokio::test]
     async fn a_link_sends_its_preface_then_exchanges_frames() {
         let (a, mut b) = tokio::io::duplex(64);
         let server = tokio::spawn(async move {
-            let mut preface = [0u8; PREFACE.len()];
-            b.read_exact(&mut preface).await.unwrap();
-            assert_eq!(preface, PREFACE);
+            expect_preface(&mut b).await;
             while let Some(request) = read_frame(&mut b).await.unwrap() {
                 let mut reply = request.clone();
                 reply.reverse();
@@ -181,8 +185,7 @@ mod tests {
     async fn a_peer_that_closes_mid_exchange_is_an_error() {
         let (a, mut b) = tokio::io::duplex(64);
         let server = tokio::spawn(async move {
-            let mut preface = [0u8; PREFACE.len()];
-            b.read_exact(&mut preface).await.unwrap();
+            expect_preface(&mut b).await;
             let _ = read_frame(&mut b).await.unwrap();
             // Closes without answering.
         });

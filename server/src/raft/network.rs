@@ -98,9 +98,7 @@ impl Peers {
             .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES))
     }
-}
 
-impl Peers {
     /// The most recently used idle link to `addr` that is still fresh.
     fn take_idle_link(&self, addr: &str) -> Option<Link> {
         let mut idle = self.idle_links.lock().unwrap_or_else(|p| p.into_inner());
@@ -408,6 +406,19 @@ mod tests {
         }
     }
 
+    /// A network to one in-memory [`Follower`], and its count of dials.
+    fn follower(answers_per_link: usize) -> (Arc<AtomicUsize>, NetworkFactory) {
+        let dials = Arc::new(AtomicUsize::new(0));
+        let dialer = Follower {
+            dials: dials.clone(),
+            answers_per_link,
+        };
+        let factory = NetworkFactory {
+            peers: Peers::with_dial(Dial::new(dialer)),
+        };
+        (dials, factory)
+    }
+
     fn heartbeat() -> AppendEntriesRequest<TypeConfig> {
         AppendEntriesRequest {
             vote: Vote::new_committed(1, 1),
@@ -426,13 +437,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn links_of_dropped_clients_are_reused_while_fresh_and_replaced_when_closed() {
-        let dials = Arc::new(AtomicUsize::new(0));
-        let mut factory = NetworkFactory {
-            peers: Peers::with_dial(Dial::new(Follower {
-                dials: dials.clone(),
-                answers_per_link: 3,
-            })),
-        };
+        let (dials, mut factory) = follower(3);
         // Clients made for one call each (as openraft's leadership checks
         // are) share one link.
         for _ in 0..3 {
@@ -453,13 +458,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_exchange_on_a_new_link_is_not_retried() {
-        let dials = Arc::new(AtomicUsize::new(0));
-        let mut factory = NetworkFactory {
-            peers: Peers::with_dial(Dial::new(Follower {
-                dials: dials.clone(),
-                answers_per_link: 0,
-            })),
-        };
+        let (dials, mut factory) = follower(0);
         let err = send(&mut factory).await.expect_err("the follower never answers");
         assert!(matches!(err, RPCError::Network(_)), "{err}");
         assert_eq!(dials.load(Ordering::SeqCst), 1);
