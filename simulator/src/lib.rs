@@ -25,6 +25,7 @@ pub mod net;
 pub mod rng;
 pub mod shrink;
 pub mod sim;
+pub mod std_time;
 pub mod trace;
 pub mod workload;
 

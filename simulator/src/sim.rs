@@ -475,6 +475,7 @@ pub fn run(cfg: &SimConfig) -> SimReport {
         _ => planted::set(&[]),
     }
     let mut report = rt.block_on(async {
+        let _std_time = crate::std_time::enter();
         let trace: SharedTrace = Arc::new(Mutex::new(Trace::new(60, cfg.keep_trace)));
         let _logs = cfg
             .log
