@@ -79,6 +79,10 @@ struct RunArgs {
     /// one count is handy under a profiler).
     #[arg(long, value_delimiter = ',')]
     put_clients: Vec<usize>,
+    /// Renewer counts of the renew workload, one phase each (default
+    /// 1,16,256).
+    #[arg(long, value_delimiter = ',')]
+    renew_clients: Vec<usize>,
     /// The rosterd binary (default: next to this one).
     #[arg(long)]
     rosterd: Option<PathBuf>,
@@ -172,7 +176,11 @@ fn params(args: &RunArgs) -> Params {
         lease_counts: vec![1000, 10_000],
         lease_ttl: Duration::from_secs(9),
         lease_renew: Duration::from_secs(3),
-        renew_clients: vec![1, 16, 256],
+        renew_clients: if args.renew_clients.is_empty() {
+            vec![1, 16, 256]
+        } else {
+            args.renew_clients.clone()
+        },
         candidates: 3,
         failover_rounds: 3,
         role_ttl: Duration::from_secs(3),

@@ -10,8 +10,6 @@ use std::pin::Pin;
 use futures::Stream;
 use roster_proto::v1 as pb;
 use roster_proto::v1::lease_server::Lease;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -19,9 +17,6 @@ use super::lease_keeper::LeaseKeeper;
 use super::route::RouteError;
 use super::{common, deadline, NodeContext};
 use crate::state::command::{LeaseGrantOp, LeaseRevokeOp, Op, Response as Applied};
-
-/// Keepalive answers buffered per stream before the sender waits.
-const STREAM_BUFFER: usize = 64;
 
 pub struct LeaseService {
     ctx: NodeContext,
@@ -88,32 +83,35 @@ impl Lease for LeaseService {
             let leader = current.and_then(|l| self.ctx.member_addr(l).map(|a| (l, a)));
             return Err(RouteError::NotLeader { leader }.into());
         }
-        let mut incoming = request.into_inner();
-        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        let incoming = request.into_inner();
         let keeper = self.keeper.clone();
         let ctx = self.ctx.clone();
-        tokio::spawn(async move {
-            // One renewal at a time per stream: answers stay in request
-            // order, which is how the client matches them to send times.
-            while let Some(next) = incoming.next().await {
-                let answer = match next {
-                    Err(_) => break,
-                    Ok(req) => match keeper.renew(req.id).await {
-                        Ok(ttl_ms) => Ok(pb::LeaseKeepAliveResponse {
+        // The answers are a stream over the requests, polled by the HTTP/2
+        // stream's own task: one renewal at a time per stream, answers in
+        // request order (how the client matches them to send times), and no
+        // task or channel of its own. A client that half-closes after its
+        // last renewal gets that answer and the stream's end in one write.
+        // The first failure ends the stream with its status.
+        let answers = futures::stream::unfold(Some(incoming), move |incoming| {
+            let keeper = keeper.clone();
+            let ctx = ctx.clone();
+            async move {
+                let mut incoming = incoming?;
+                let req = incoming.next().await?.ok()?;
+                match keeper.renew(req.id).await {
+                    Ok(ttl_ms) => {
+                        let answer = pb::LeaseKeepAliveResponse {
                             header: Some(common::header(&ctx, ctx.state.read().state.revision(), false)),
                             id: req.id,
                             ttl_ms,
-                        }),
-                        Err(e) => Err(Status::from(e)),
-                    },
-                };
-                let failed = answer.is_err();
-                if tx.send(answer).await.is_err() || failed {
-                    break;
+                        };
+                        Some((Ok(answer), Some(incoming)))
+                    }
+                    Err(e) => Some((Err(Status::from(e)), None)),
                 }
             }
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(answers)))
     }
 
     async fn time_to_live(
