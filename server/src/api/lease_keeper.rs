@@ -272,9 +272,9 @@ struct Keeper {
     /// renewals/s at 137–142 µs of cluster CPU each, four in flight
     /// 6,400–6,900/s at 172–188 µs (no difference at 256 renewers): on a
     /// CPU-bound leader fewer, larger entries beat pipelining. Two in
-    /// flight measured no better either (this session's machine, not CPU
-    /// bound: 9.1–9.2k vs 8.9–9.7k renewals/s); regrouping did
-    /// ([`Regroup`]).
+    /// flight measured no better on a machine that was not CPU bound
+    /// either (9.1–9.2k vs 8.9–9.7k renewals/s with one); regrouping the
+    /// renewers did ([`Regroup`]).
     renewing: bool,
     ticking: bool,
     last_tick: Instant,
