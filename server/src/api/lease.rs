@@ -83,32 +83,26 @@ impl Lease for LeaseService {
             let leader = current.and_then(|l| self.ctx.member_addr(l).map(|a| (l, a)));
             return Err(RouteError::NotLeader { leader }.into());
         }
-        let incoming = request.into_inner();
-        let keeper = self.keeper.clone();
-        let ctx = self.ctx.clone();
+        let state = (request.into_inner(), self.keeper.clone(), self.ctx.clone());
         // The answers are a stream over the requests, polled by the HTTP/2
         // stream's own task: one renewal at a time per stream, answers in
         // request order (how the client matches them to send times), and no
         // task or channel of its own. A client that half-closes after its
         // last renewal gets that answer and the stream's end in one write.
         // The first failure ends the stream with its status.
-        let answers = futures::stream::unfold(Some(incoming), move |incoming| {
-            let keeper = keeper.clone();
-            let ctx = ctx.clone();
-            async move {
-                let mut incoming = incoming?;
-                let req = incoming.next().await?.ok()?;
-                match keeper.renew(req.id).await {
-                    Ok(ttl_ms) => {
-                        let answer = pb::LeaseKeepAliveResponse {
-                            header: Some(common::header(&ctx, ctx.state.read().state.revision(), false)),
-                            id: req.id,
-                            ttl_ms,
-                        };
-                        Some((Ok(answer), Some(incoming)))
-                    }
-                    Err(e) => Some((Err(Status::from(e)), None)),
+        let answers = futures::stream::unfold(Some(state), |state| async move {
+            let (mut incoming, keeper, ctx) = state?;
+            let req = incoming.next().await?.ok()?;
+            match keeper.renew(req.id).await {
+                Ok(ttl_ms) => {
+                    let answer = pb::LeaseKeepAliveResponse {
+                        header: Some(common::header(&ctx, ctx.state.read().state.revision(), false)),
+                        id: req.id,
+                        ttl_ms,
+                    };
+                    Some((Ok(answer), Some((incoming, keeper, ctx))))
                 }
+                Err(e) => Some((Err(Status::from(e)), None)),
             }
         });
         Ok(Response::new(Box::pin(answers)))

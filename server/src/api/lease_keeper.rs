@@ -190,8 +190,9 @@ enum Done {
 struct Regroup {
     /// Lease ids the last batch answered, ascending.
     last: Vec<i64>,
-    /// And the batch before it.
-    before: Vec<i64>,
+    /// Leases the last two batches answered between them: those expected
+    /// back in a closed loop.
+    recent: usize,
     /// When the last batch's answers went out.
     answered_at: Option<Instant>,
     /// When the last renewal arrived.
@@ -202,7 +203,8 @@ struct Regroup {
 
 impl Regroup {
     fn answered(&mut self, ids: Vec<i64>, now: Instant) {
-        self.before = std::mem::replace(&mut self.last, ids);
+        self.recent = union_len(&ids, &self.last);
+        self.last = ids;
         self.answered_at = Some(now);
     }
 
@@ -213,11 +215,7 @@ impl Regroup {
             let back_at_once = self
                 .answered_at
                 .is_some_and(|at| now.saturating_duration_since(at) <= REGROUP_GAP);
-            self.expect = if back_at_once {
-                union_len(&self.last, &self.before)
-            } else {
-                0
-            };
+            self.expect = if back_at_once { self.recent } else { 0 };
         }
     }
 
