@@ -33,6 +33,7 @@ use crate::api::{health, listener, NodeContext};
 use crate::config::NodeConfig;
 use crate::limits;
 use crate::raft::disk::Disk;
+use crate::raft::eager::{Eager, EagerLog};
 use crate::raft::log_store::LogStore;
 use crate::raft::network::{NetworkFactory, Peers, MAX_PEER_MESSAGE_BYTES};
 use crate::raft::state_machine::StateMachineStore;
@@ -86,15 +87,16 @@ impl RunningNode {
     /// address cannot be bound.
     pub async fn start(config: NodeConfig) -> anyhow::Result<Self> {
         let (disk, _fresh) = Disk::open(&config.data_dir, &config.cluster_name, config.id)?;
-        let log_store = LogStore::new(disk.clone());
         let state = StateMachineStore::open(disk.clone()).map_err(|e| anyhow::anyhow!("restoring snapshot: {e}"))?;
         let raft_config = Arc::new(config.timing.openraft_config(&config.cluster_name)?);
         let peers = Peers::default();
-        let network = NetworkFactory { peers: peers.clone() };
+        let eager = Eager::new(NetworkFactory { peers: peers.clone() }, config.timing.heartbeat);
+        let log_store = EagerLog::new(LogStore::new(disk.clone()), eager.clone());
         crate::raft::stagger_start(&config.timing).await;
-        let raft = Raft::new(config.id, raft_config, network, log_store, state.clone())
+        let raft = Raft::new(config.id, raft_config, eager.network(), log_store, state.clone())
             .await
             .context("starting raft")?;
+        eager.arm(raft.clone(), config.timing.heartbeat);
         crate::raft::unstick::spawn(raft.clone(), &config.timing);
         let ctx = NodeContext::new(
             config.id,

@@ -2,7 +2,9 @@
 //! snapshot file): the log store and the state machine store, both opened on
 //! one `Disk`.
 //!
-//! - `openraft_storage_suite` runs openraft 0.9's own conformance suite.
+//! - `openraft_storage_suite` runs openraft 0.9's own conformance suite,
+//!   on the log store and on the store rosterd gives openraft: the log store
+//!   wrapped by eager replication (`raft::eager`).
 //! - The crash tests write from a child process (this test binary, re-run on
 //!   the ignored test `crash_child`) and kill it with SIGKILL while it writes.
 //!   Dropping the stores in-process would prove nothing: the page cache
@@ -21,6 +23,7 @@ use openraft::storage::{RaftLogStorage, RaftStateMachine};
 use openraft::testing::{StoreBuilder, Suite};
 use openraft::{BasicNode, EntryPayload, RaftLogReader, RaftSnapshotBuilder};
 use roster_server::raft::disk::{DataDirError, Disk};
+use roster_server::raft::eager::{Eager, EagerLog};
 use roster_server::raft::log_store::LogStore;
 use roster_server::raft::network::NetworkFactory;
 use roster_server::raft::state_machine::StateMachineStore;
@@ -56,6 +59,24 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, TempDir> for FileBuil
 #[test]
 fn openraft_storage_suite() {
     StoreSuite::test_all(FileBuilder).unwrap();
+}
+
+/// The same, wrapped as rosterd wraps it (never armed: no node leads here).
+struct EagerBuilder;
+
+type EagerStore = EagerLog<LogStore, NetworkFactory>;
+
+impl StoreBuilder<TypeConfig, EagerStore, StateMachineStore, TempDir> for EagerBuilder {
+    async fn build(&self) -> Result<(TempDir, EagerStore, StateMachineStore), StorageError> {
+        let (dir, log_store, sm) = FileBuilder.build().await?;
+        let eager = Eager::new(NetworkFactory::default(), Duration::from_millis(100));
+        Ok((dir, EagerLog::new(log_store, eager), sm))
+    }
+}
+
+#[test]
+fn openraft_storage_suite_through_eager_replication() {
+    Suite::<TypeConfig, EagerStore, StateMachineStore, EagerBuilder, TempDir>::test_all(EagerBuilder).unwrap();
 }
 
 // ---------------------------------------------------------------- helpers

@@ -19,6 +19,7 @@ use roster_server::api::common::{StreamLimit, Streams};
 use roster_server::api::{listener, NodeContext};
 use roster_server::node::grpc_router;
 use roster_server::planted::{self, Planted};
+use roster_server::raft::eager::{Eager, EagerLog};
 use roster_server::raft::network::{NetworkFactory, Peers};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::UnboundedReceiverStream;
@@ -528,6 +529,8 @@ impl Cluster {
         }));
         // As rosterd: a random tick phase per node.
         roster_server::raft::stagger_start(&self.timing).await;
+        // As rosterd: the leader pushes its appends ahead of its own sync.
+        let heartbeat = self.timing.heartbeat;
         let raft = match self.cfg.raft_net {
             RaftNet::Messages => {
                 let network = NetFactory {
@@ -535,11 +538,16 @@ impl Cluster {
                     from: id,
                     incarnation,
                 };
-                Raft::new(id, self.raft_config.clone(), network, log, state.clone()).await
+                let eager = Eager::new(network, heartbeat);
+                let log = EagerLog::new(log, eager.clone());
+                let raft = Raft::new(id, self.raft_config.clone(), eager.network(), log, state.clone()).await;
+                raft.inspect(|raft| drop(eager.arm(raft.clone(), heartbeat)))
             }
             RaftNet::Grpc => {
-                let network = NetworkFactory { peers: peers.clone() };
-                Raft::new(id, self.raft_config.clone(), network, log, state.clone()).await
+                let eager = Eager::new(NetworkFactory { peers: peers.clone() }, heartbeat);
+                let log = EagerLog::new(log, eager.clone());
+                let raft = Raft::new(id, self.raft_config.clone(), eager.network(), log, state.clone()).await;
+                raft.inspect(|raft| drop(eager.arm(raft.clone(), heartbeat)))
             }
         }
         .expect("starting raft");

@@ -13,6 +13,7 @@
 pub mod append_link;
 pub mod codec;
 pub mod disk;
+pub mod eager;
 pub mod files;
 pub mod log_store;
 pub mod network;
