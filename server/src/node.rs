@@ -33,12 +33,12 @@ use crate::api::{health, listener, NodeContext};
 use crate::config::NodeConfig;
 use crate::limits;
 use crate::raft::disk::Disk;
-use crate::raft::eager::{Eager, EagerLog};
+use crate::raft::eager;
 use crate::raft::log_store::LogStore;
 use crate::raft::network::{NetworkFactory, Peers, MAX_PEER_MESSAGE_BYTES};
 use crate::raft::state_machine::StateMachineStore;
 use crate::raft::takeover::Takeover;
-use crate::raft::{NodeId, Raft};
+use crate::raft::NodeId;
 
 pub struct RunningNode {
     ctx: NodeContext,
@@ -90,13 +90,18 @@ impl RunningNode {
         let state = StateMachineStore::open(disk.clone()).map_err(|e| anyhow::anyhow!("restoring snapshot: {e}"))?;
         let raft_config = Arc::new(config.timing.openraft_config(&config.cluster_name)?);
         let peers = Peers::default();
-        let eager = Eager::new(NetworkFactory { peers: peers.clone() }, config.timing.heartbeat);
-        let log_store = EagerLog::new(LogStore::new(disk.clone()), eager.clone());
+        let network = NetworkFactory { peers: peers.clone() };
         crate::raft::stagger_start(&config.timing).await;
-        let raft = Raft::new(config.id, raft_config, eager.network(), log_store, state.clone())
-            .await
-            .context("starting raft")?;
-        eager.arm(raft.clone(), config.timing.heartbeat);
+        let raft = eager::start_raft(
+            config.id,
+            raft_config,
+            network,
+            LogStore::new(disk.clone()),
+            state.clone(),
+            config.timing.heartbeat,
+        )
+        .await
+        .context("starting raft")?;
         crate::raft::unstick::spawn(raft.clone(), &config.timing);
         let ctx = NodeContext::new(
             config.id,

@@ -19,7 +19,7 @@ use roster_server::api::common::{StreamLimit, Streams};
 use roster_server::api::{listener, NodeContext};
 use roster_server::node::grpc_router;
 use roster_server::planted::{self, Planted};
-use roster_server::raft::eager::{Eager, EagerLog};
+use roster_server::raft::eager::start_raft;
 use roster_server::raft::network::{NetworkFactory, Peers};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::UnboundedReceiverStream;
@@ -530,7 +530,7 @@ impl Cluster {
         // As rosterd: a random tick phase per node.
         roster_server::raft::stagger_start(&self.timing).await;
         // As rosterd: the leader pushes its appends ahead of its own sync.
-        let heartbeat = self.timing.heartbeat;
+        let (config, heartbeat) = (self.raft_config.clone(), self.timing.heartbeat);
         let raft = match self.cfg.raft_net {
             RaftNet::Messages => {
                 let network = NetFactory {
@@ -538,16 +538,11 @@ impl Cluster {
                     from: id,
                     incarnation,
                 };
-                let eager = Eager::new(network, heartbeat);
-                let log = EagerLog::new(log, eager.clone());
-                let raft = Raft::new(id, self.raft_config.clone(), eager.network(), log, state.clone()).await;
-                raft.inspect(|raft| drop(eager.arm(raft.clone(), heartbeat)))
+                start_raft(id, config, network, log, state.clone(), heartbeat).await
             }
             RaftNet::Grpc => {
-                let eager = Eager::new(NetworkFactory { peers: peers.clone() }, heartbeat);
-                let log = EagerLog::new(log, eager.clone());
-                let raft = Raft::new(id, self.raft_config.clone(), eager.network(), log, state.clone()).await;
-                raft.inspect(|raft| drop(eager.arm(raft.clone(), heartbeat)))
+                let network = NetworkFactory { peers: peers.clone() };
+                start_raft(id, config, network, log, state.clone(), heartbeat).await
             }
         }
         .expect("starting raft");

@@ -164,7 +164,8 @@ where
     N: RaftNetworkFactory<TypeConfig> + Clone,
 {
     /// Pushes through clients of `network`, each AppendEntries bounded by
-    /// `ttl`. Disarmed until [`Eager::arm`]'s task sees this node lead.
+    /// `ttl`. Disarmed until the arming task ([`start_raft`]) sees this node
+    /// lead.
     pub fn new(network: N, ttl: Duration) -> Self {
         Self {
             shared: Arc::new(Mutex::new(Armed {
@@ -263,7 +264,7 @@ where
     /// them when it stops: it reads the metrics every `every` (a heartbeat;
     /// they change with each applied entry, too often to follow). Ends when
     /// Raft shuts down.
-    pub fn arm(&self, raft: Raft, every: Duration) -> JoinHandle<()>
+    fn arm(&self, raft: Raft, every: Duration)
     where
         N: Send + 'static,
     {
@@ -292,8 +293,31 @@ where
                     return; // Raft stopped.
                 }
             }
-        })
+        });
     }
+}
+
+/// Starts openraft on `log` and `network` with eager replication wired in
+/// (both wrapped, and the arming task running), as rosterd and the
+/// simulator run it.
+pub async fn start_raft<L, N, SM>(
+    id: NodeId,
+    config: Arc<openraft::Config>,
+    network: N,
+    log: L,
+    state: SM,
+    heartbeat: Duration,
+) -> Result<Raft, openraft::error::Fatal<NodeId>>
+where
+    L: RaftLogStorage<TypeConfig>,
+    N: RaftNetworkFactory<TypeConfig> + Clone + Send + 'static,
+    SM: openraft::storage::RaftStateMachine<TypeConfig>,
+{
+    let eager = Eager::new(network, heartbeat);
+    let log = EagerLog::new(log, eager.clone());
+    let raft = Raft::new(id, config, eager.network(), log, state).await?;
+    eager.arm(raft.clone(), heartbeat);
+    Ok(raft)
 }
 
 impl<N> Eager<N>
@@ -359,7 +383,7 @@ impl<C: RaftNetwork<TypeConfig>> RaftNetwork<TypeConfig> for EagerClient<C> {
         if rpc.entries.is_empty() {
             return self.inner.append_entries(rpc, option).await;
         }
-        let follower = Arc::clone(&self.follower);
+        let follower = &self.follower;
         follower.replicating.fetch_add(1, Ordering::AcqRel);
         let _counted = InFlight(&follower.replicating);
         // The same entries were pushed: the push's success answers this
