@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -85,9 +86,38 @@ fn runtime(mut builder: tokio::runtime::Builder) -> anyhow::Result<tokio::runtim
 
 async fn run(config: NodeConfig) -> anyhow::Result<()> {
     let node = RunningNode::start(config).await?;
-    wait_for_signal().await?;
-    tracing::info!("shutting down");
-    node.shutdown().await
+    tokio::select! {
+        signal = wait_for_signal() => {
+            signal?;
+            tracing::info!("shutting down");
+            node.shutdown().await
+        }
+        why = node.failed() => {
+            tracing::error!(error = %why, "the Raft core stopped; exiting so that this node can be restarted");
+            stop_after_failure(vec![node]).await;
+            Err(anyhow::anyhow!("the Raft core stopped: {why}"))
+        }
+    }
+}
+
+/// How long a node whose Raft core stopped may take to stop serving before
+/// the process exits anyway.
+const STOP_AFTER_FAILURE: Duration = Duration::from_secs(10);
+
+/// Best effort after a fatal error: stop serving (clients see the
+/// connection end rather than a listener that answers nothing) and flush
+/// what can be flushed, within [`STOP_AFTER_FAILURE`].
+async fn stop_after_failure(nodes: Vec<RunningNode>) {
+    let stopping = async {
+        for node in nodes {
+            if let Err(e) = node.shutdown().await {
+                tracing::warn!("while stopping after the failure: {e:#}");
+            }
+        }
+    };
+    if tokio::time::timeout(STOP_AFTER_FAILURE, stopping).await.is_err() {
+        tracing::warn!("stopping took over {STOP_AFTER_FAILURE:?}; exiting anyway");
+    }
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {
@@ -150,7 +180,18 @@ async fn dev(base_port: u16, data_dir: Option<PathBuf>) -> anyhow::Result<()> {
     }
     println!("\n  export ROSTER_ENDPOINTS={}", endpoints.join(","));
     println!("  rosterctl status\n\nCtrl-C stops the cluster.");
-    wait_for_signal().await?;
+    let failure = {
+        let failed = futures::future::select_all(nodes.iter().map(|node| Box::pin(node.failed())));
+        tokio::select! {
+            signal = wait_for_signal() => { signal?; None }
+            (why, index, _) = failed => Some((why, index + 1)),
+        }
+    };
+    if let Some((why, node)) = failure {
+        tracing::error!(node, error = %why, "a node's Raft core stopped; stopping the dev cluster");
+        stop_after_failure(nodes).await;
+        return Err(anyhow::anyhow!("node {node}: the Raft core stopped: {why}"));
+    }
     for node in nodes {
         node.shutdown().await?;
     }

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
-use openraft::error::{InitializeError, RaftError};
+use openraft::error::{Fatal, InitializeError, RaftError};
 use openraft::BasicNode;
 use roster_proto::raft::raft_transport_server::RaftTransportServer;
 use roster_proto::v1::cluster_server::ClusterServer;
@@ -38,6 +38,7 @@ use crate::raft::log_store::LogStore;
 use crate::raft::network::{NetworkFactory, Peers, MAX_PEER_MESSAGE_BYTES};
 use crate::raft::state_machine::StateMachineStore;
 use crate::raft::takeover::Takeover;
+use crate::raft::watchdog;
 use crate::raft::NodeId;
 
 pub struct RunningNode {
@@ -214,6 +215,17 @@ impl RunningNode {
 
     pub fn http_addr(&self) -> Option<SocketAddr> {
         self.http_addr
+    }
+
+    /// Resolves when this node's Raft core has stopped on a fatal error (a
+    /// log write that failed, say), with the reason; never while it runs or
+    /// after a requested [`RunningNode::shutdown`]. Such a node can serve
+    /// nothing again: `rosterd` exits so that its supervisor restarts it.
+    pub async fn failed(&self) -> Fatal<NodeId> {
+        match watchdog::core_failure(&self.ctx.raft).await {
+            Some(why) => why,
+            None => std::future::pending().await,
+        }
     }
 
     /// Stops serving, stops Raft, and flushes the data dir.

@@ -10,6 +10,7 @@ use openraft::error::{InitializeError, RaftError};
 use openraft::{BasicNode, ServerState};
 use roster_server::raft::state_machine::StateMachineStore;
 use roster_server::raft::takeover::Takeover;
+use roster_server::raft::watchdog;
 use roster_server::raft::{codec, seed_thread_rng, Entry, NodeId, Raft, RaftMetrics, RaftTiming};
 use roster_server::state::{Command, Op, PutOp};
 use tokio::time::Instant;
@@ -235,7 +236,7 @@ impl SimReport {
     }
 }
 
-pub const RULES: [&str; 12] = [
+pub const RULES: [&str; 13] = [
     "one-leader-per-term",
     "committed-entries-stable",
     "acked-writes-durable",
@@ -248,6 +249,7 @@ pub const RULES: [&str; 12] = [
     "replicas-converge",
     "liveness-after-heal",
     "roles-after-heal",
+    "raft-core-runs",
 ];
 
 /// What the checkers have seen so far.
@@ -683,6 +685,11 @@ async fn monitor(shared: Arc<Shared>, disk: SimDisk, id: NodeId, incarnation: u6
             applied_seen = Some(applied.index);
         }
         if rx.changed().await.is_err() {
+            // The core ended: asked to (a crash or the end of the run), or
+            // on its own, which no fault the simulator injects should cause.
+            if let Some(why) = watchdog::core_failure(&raft).await {
+                shared.violate("raft-core-runs", format!("{who}'s Raft core stopped: {why}"));
+            }
             return;
         }
     }

@@ -103,6 +103,9 @@ pub struct Node {
     pub log: PathBuf,
     child: Option<Child>,
     join: bool,
+    /// Size of the private tmpfs the node's data dir is, if it runs on one
+    /// (see [`Cluster::start_with_disks`]).
+    disk_bytes: Option<u64>,
 }
 
 impl Node {
@@ -131,10 +134,22 @@ impl Cluster {
     }
 
     pub fn start_with(n: u64, options: Options) -> Self {
+        Self::start_with_disks(n, options, &[])
+    }
+
+    /// Like [`Cluster::start_with`], with the data dir of each node named in
+    /// `disks` on a tmpfs of the given size, mounted in a mount namespace of
+    /// the node's own (`unshare --mount --map-root-user`: root, or a kernel
+    /// that allows unprivileged user namespaces), so it can run out of
+    /// space. The tmpfs, and with it the node's data, is gone once the
+    /// process exits: such a node cannot be restarted.
+    pub fn start_with_disks(n: u64, options: Options, disks: &[(u64, u64)]) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut nodes = BTreeMap::new();
         for id in 1..=n {
-            nodes.insert(id, Self::new_node(dir.path(), id, false));
+            let mut node = Self::new_node(dir.path(), id, false);
+            node.disk_bytes = disks.iter().find(|(d, _)| *d == id).map(|(_, bytes)| *bytes);
+            nodes.insert(id, node);
         }
         let initial = nodes
             .values()
@@ -164,6 +179,7 @@ impl Cluster {
             log: dir.join(format!("node{id}.log")),
             child: None,
             join,
+            disk_bytes: None,
         }
     }
 
@@ -205,6 +221,9 @@ impl Cluster {
         let mut cmd = self.command(id);
         let node = self.nodes.get_mut(&id).expect("known node");
         assert!(node.child.is_none(), "node {id} already running");
+        if let Some(bytes) = node.disk_bytes {
+            cmd = on_tmpfs(cmd, &node.data_dir, bytes);
+        }
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -221,6 +240,15 @@ impl Cluster {
     /// Starts a node that is not running (after `kill`, `stop` or `wipe`).
     pub fn restart(&mut self, id: u64) {
         self.spawn(id);
+    }
+
+    /// The exit status of node `id` if its process has ended by itself (it
+    /// is then no longer running), `None` while it runs.
+    pub fn exited(&mut self, id: u64) -> Option<std::process::ExitStatus> {
+        let node = self.nodes.get_mut(&id).expect("known node");
+        let status = node.child.as_mut()?.try_wait().expect("waiting on rosterd")?;
+        node.child = None;
+        Some(status)
     }
 
     /// Kills node `id` with SIGKILL and reaps it.
@@ -378,6 +406,30 @@ impl Drop for Cluster {
             }
         }
     }
+}
+
+/// `cmd` run with `data_dir` a fresh tmpfs of `bytes` bytes, in a mount
+/// namespace of its own (the mount is private to the process and goes away
+/// with it). The wrapper `exec`s the command: the child's pid is rosterd's.
+fn on_tmpfs(cmd: Command, data_dir: &Path, bytes: u64) -> Command {
+    std::fs::create_dir_all(data_dir).expect("create the mount point");
+    let mut wrapped = Command::new("unshare");
+    wrapped
+        .args(["--mount", "--map-root-user", "--propagation", "private", "sh", "-c"])
+        .arg(r#"mount -t tmpfs -o "size=$2" roster-test "$1" && shift 2 && exec "$@""#)
+        .arg("sh")
+        .arg(data_dir)
+        .arg(bytes.to_string())
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    for (key, value) in cmd.get_envs() {
+        match value {
+            Some(value) => wrapped.env(key, value),
+            None => wrapped.env_remove(key),
+        };
+    }
+    wrapped.stdin(Stdio::null());
+    wrapped
 }
 
 /// A client for `endpoints` with the given overall deadline per call.

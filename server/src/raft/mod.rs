@@ -23,6 +23,7 @@ pub mod state_machine;
 pub mod takeover;
 pub mod unstick;
 pub mod wal;
+pub mod watchdog;
 
 use std::io::Cursor;
 use std::time::Duration;
