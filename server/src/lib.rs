@@ -5,8 +5,9 @@
 //!
 //! 1. [`state`]: the replicated state machine. Pure and deterministic: no I/O,
 //!    no clock, no randomness. Time arrives only as a value in a command.
-//! 2. [`raft`]: openraft wiring: type config, the sled log store and state
-//!    machine store, the peer transport over tonic.
+//! 2. [`raft`]: openraft wiring: type config, the log store (a segment
+//!    log of our own) and state machine store, the peer transport (an
+//!    AppendEntries link, the rest over tonic).
 //! 3. [`api`]: gRPC services, request validation, leader forwarding, HTTP
 //!    health.
 //!

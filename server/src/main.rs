@@ -16,7 +16,7 @@ use roster_server::raft::RaftTiming;
 /// heartbeat while a peer is down); rosterd logs failing peers itself, at
 /// most every 10 s, so openraft's per-attempt lines are left out.
 const DEFAULT_LOG: &str =
-    "info,openraft=error,openraft::replication=off,openraft::engine::handler::replication_handler=off,sled=off";
+    "info,openraft=error,openraft::replication=off,openraft::engine::handler::replication_handler=off";
 
 #[derive(Parser)]
 #[command(
