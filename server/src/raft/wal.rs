@@ -503,6 +503,13 @@ impl Wal {
         self.shared.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Marks the log failed, as the writer does when a write or sync fails
+    /// (for tests of what a failed disk does to the rest of the node).
+    #[cfg(test)]
+    pub(crate) fn fail(&self, why: &str) {
+        self.lock().failed = Some(why.to_string());
+    }
+
     /// Appends `entries`; `callback` is told once they are durable.
     pub async fn append(&self, entries: Vec<Entry>, callback: LogFlushed<TypeConfig>) -> io::Result<()> {
         let slots = entries.into_iter().map(Slot::unplaced).collect();

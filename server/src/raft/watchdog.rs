@@ -35,94 +35,31 @@ pub async fn core_failure(raft: &Raft) -> Option<Fatal<NodeId>> {
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
-    use std::io;
-    use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
     use std::time::Duration;
 
-    use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
-    use openraft::{BasicNode, OptionalSend};
+    use openraft::BasicNode;
 
     use super::super::disk::Disk;
     use super::super::log_store::LogStore;
     use super::super::network::{NetworkFactory, Peers};
     use super::super::state_machine::StateMachineStore;
-    use super::super::{eager, Entry, LogId, RaftTiming, StorageError, TypeConfig, Vote};
+    use super::super::wal::Wal;
+    use super::super::{eager, RaftTiming};
     use super::*;
     use crate::state::{Command, Op, PutOp};
 
-    /// The real log store, whose appends fail once `broken` is set (a disk
-    /// that filled up or died).
-    struct Breakable {
-        inner: LogStore,
-        broken: Arc<AtomicBool>,
-    }
-
-    impl RaftLogReader<TypeConfig> for Breakable {
-        async fn try_get_log_entries<RB>(&mut self, range: RB) -> Result<Vec<Entry>, StorageError>
-        where
-            RB: std::ops::RangeBounds<u64> + Clone + std::fmt::Debug + OptionalSend,
-        {
-            self.inner.try_get_log_entries(range).await
-        }
-    }
-
-    impl RaftLogStorage<TypeConfig> for Breakable {
-        type LogReader = <LogStore as RaftLogStorage<TypeConfig>>::LogReader;
-
-        async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
-            self.inner.get_log_state().await
-        }
-
-        async fn get_log_reader(&mut self) -> Self::LogReader {
-            self.inner.get_log_reader().await
-        }
-
-        async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
-            self.inner.save_vote(vote).await
-        }
-
-        async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
-            self.inner.read_vote().await
-        }
-
-        async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
-        where
-            I: IntoIterator<Item = Entry> + OptionalSend,
-            I::IntoIter: OptionalSend,
-        {
-            if self.broken.load(Ordering::SeqCst) {
-                callback.log_io_completed(Err(io::Error::other("no space left on the test's disk")));
-                return Ok(());
-            }
-            self.inner.append(entries, callback).await
-        }
-
-        async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
-            self.inner.truncate(log_id).await
-        }
-
-        async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
-            self.inner.purge(log_id).await
-        }
-    }
-
-    /// A single-node cluster on a fresh data dir, leading, and the switch
-    /// that breaks its log.
-    async fn single_node(dir: &std::path::Path) -> (Raft, Arc<AtomicBool>) {
+    /// A single-node cluster on a fresh data dir, leading, and its log.
+    async fn single_node(dir: &std::path::Path) -> (Raft, Arc<Wal>) {
         let (disk, _) = Disk::open(dir, "watchdog", 1).unwrap();
         let state = StateMachineStore::open(disk.clone()).unwrap();
         let timing = RaftTiming::default();
-        let broken = Arc::new(AtomicBool::new(false));
-        let log = Breakable {
-            inner: LogStore::new(disk),
-            broken: broken.clone(),
-        };
+        let wal = Arc::clone(&disk.wal);
         let network = NetworkFactory {
             peers: Peers::default(),
         };
         let config = Arc::new(timing.openraft_config("watchdog").unwrap());
-        let raft = eager::start_raft(1, config, network, log, state, timing.heartbeat)
+        let raft = eager::start_raft(1, config, network, LogStore::new(disk), state, timing.heartbeat)
             .await
             .unwrap();
         raft.initialize(BTreeMap::from([(1, BasicNode::new("127.0.0.1:1"))]))
@@ -132,7 +69,7 @@ mod tests {
             .current_leader(1, "leading")
             .await
             .unwrap();
-        (raft, broken)
+        (raft, wal)
     }
 
     fn put() -> Command {
@@ -151,15 +88,22 @@ mod tests {
 
     const WITHIN: Duration = Duration::from_secs(10);
 
-    #[tokio::test]
-    async fn a_requested_shutdown_is_not_a_failure() {
-        let dir = tempfile::tempdir().unwrap();
-        let (raft, _) = single_node(dir.path()).await;
+    /// A single node that has committed a write, and a task waiting on its
+    /// core with [`core_failure`].
+    async fn watched(dir: &std::path::Path) -> (Raft, Arc<Wal>, tokio::task::JoinHandle<Option<Fatal<NodeId>>>) {
+        let (raft, wal) = single_node(dir).await;
         raft.client_write(put()).await.unwrap();
         let watching = tokio::spawn({
             let raft = raft.clone();
             async move { core_failure(&raft).await }
         });
+        (raft, wal, watching)
+    }
+
+    #[tokio::test]
+    async fn a_requested_shutdown_is_not_a_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let (raft, _, watching) = watched(dir.path()).await;
         raft.shutdown().await.unwrap();
         let seen = tokio::time::timeout(WITHIN, watching).await.unwrap().unwrap();
         assert!(seen.is_none(), "{seen:?}");
@@ -168,13 +112,8 @@ mod tests {
     #[tokio::test]
     async fn a_failed_log_write_stops_the_core_and_is_reported() {
         let dir = tempfile::tempdir().unwrap();
-        let (raft, broken) = single_node(dir.path()).await;
-        raft.client_write(put()).await.unwrap();
-        let watching = tokio::spawn({
-            let raft = raft.clone();
-            async move { core_failure(&raft).await }
-        });
-        broken.store(true, Ordering::SeqCst);
+        let (raft, wal, watching) = watched(dir.path()).await;
+        wal.fail("no space left on the test's disk");
         assert!(
             raft.client_write(put()).await.is_err(),
             "a write the log failed to keep"
